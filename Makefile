@@ -1,0 +1,40 @@
+# The two commands a newcomer needs: `make demo` and `make test`. Every target sets itself up.
+SHELL := /bin/bash
+export RETAIL_ML_HOME ?= $(CURDIR)/.retail_ml
+export DAGSTER_HOME ?= $(RETAIL_ML_HOME)/dagster
+# glibc hands large freed blocks back to the kernel; re-faulting them dominated the feature
+# engine's time on our 2-core VMs (see benchmarks/README.md). Keep them in the process.
+export MALLOC_MMAP_THRESHOLD_ ?= 1073741824
+export MALLOC_TRIM_THRESHOLD_ ?= 4294967296
+VENV := .venv
+RUN := $(VENV)/bin/python -m
+UV := $(shell command -v uv 2>/dev/null || echo $(VENV)/bin/uv)
+
+.PHONY: setup demo dev test lint bench clean
+
+$(VENV)/.synced: pyproject.toml uv.lock
+	@test -d $(VENV) || python3 -m venv $(VENV)
+	@command -v uv >/dev/null 2>&1 || test -x $(VENV)/bin/uv || $(VENV)/bin/pip install -q uv
+	$(UV) sync --frozen
+	@touch $@
+
+setup: $(VENV)/.synced
+
+demo: setup
+	$(VENV)/bin/retail-ml demo
+
+dev: setup
+	@mkdir -p $(DAGSTER_HOME)
+	$(VENV)/bin/dagster dev -w workspace.yaml
+
+test: setup
+	$(RUN) pytest -q
+
+lint: setup
+	$(VENV)/bin/ruff check .
+
+bench: setup
+	$(RUN) benchmarks.run
+
+clean:
+	rm -rf $(RETAIL_ML_HOME)

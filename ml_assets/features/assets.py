@@ -1,0 +1,87 @@
+"""The feature table asset: bronze Delta → point-in-time features, partitioned like sales."""
+
+
+import datetime as dt
+
+import dagster as dg
+import polars as pl
+
+from ml_assets.features.transforms import SERIES, FeatureSpec, build_features
+from ml_assets.metadata import markdown_table, table_metadata
+from ml_assets.partitions import first_day, window_dates
+from resources.delta import DeltaStore
+from resources.platform import PlatformSettings
+from resources.settings import DatasetConfig
+
+FEATURES_TABLE = "silver/features"
+
+
+def feature_spec(ds: DatasetConfig) -> FeatureSpec:
+    return FeatureSpec(
+        horizon=ds.horizon_periods,
+        period_days=ds.period_days,
+        numeric_covariates=tuple(c.name for c in ds.covariates if c.type == "numeric"),
+        categorical_covariates=tuple(c.name for c in ds.covariates if c.type == "categorical"),
+    )
+
+
+def read_feature_inputs(delta: DeltaStore, start: dt.date, end: dt.date, spec: FeatureSpec,
+                        history_start: dt.date) -> dict[str, pl.DataFrame | None]:
+    """Bronze rows the window needs (its own dates plus the lookback) and the dimensions."""
+    lookback_start = start - dt.timedelta(days=spec.lookback_periods * spec.period_days)
+    sales = (delta.scan("bronze/sales")
+             .filter(pl.col("date") >= lookback_start, pl.col("date") < end)
+             .drop("source_file", "row_number").collect())
+    first_sale = None
+    if lookback_start > history_start:  # the window's read does not see every series' start
+        first_sale = (delta.scan("bronze/sales").group_by(SERIES)
+                      .agg(pl.col("date").min().alias("first_sale_date")).collect())
+    dims = {name: delta.read(f"bronze/{name}") if delta.exists(f"bronze/{name}") else None
+            for name in ("stores", "items", "calendar")}
+    return {"sales": sales, "first_sale": first_sale, **dims}
+
+
+def null_shares(df: pl.DataFrame) -> list[tuple[str, str]]:
+    shares = df.select(pl.all().null_count() / max(df.height, 1)).row(0, named=True)
+    return [(name, f"{share:.1%}") for name, share in shares.items()]
+
+
+def materialize_features(context: dg.AssetExecutionContext, platform: PlatformSettings,
+                         delta: DeltaStore) -> dg.MaterializeResult:
+    settings = platform.get()
+    spec = feature_spec(settings.dataset)
+    start, end = window_dates(context)
+    inputs = read_feature_inputs(delta, start, end, spec, first_day(settings))
+    sales = inputs.pop("sales")
+    if sales is None or sales.height == 0:
+        raise dg.Failure(f"No bronze sales rows before {end}: materialize `sales` first")
+    table = build_features(sales, spec, **inputs).filter(
+        pl.col("date").is_between(pl.lit(start), pl.lit(end), closed="left"))
+    version = delta.replace_window(FEATURES_TABLE, table, "date", start, end,
+                                   ["date", "store_id", "item_id"])
+    return dg.MaterializeResult(metadata={
+        **table_metadata(table, delta.uri(FEATURES_TABLE), version),
+        "window": f"{start} .. {end - dt.timedelta(days=1)}",
+        "horizon_periods": spec.horizon,
+        "lags": str(spec.lags),
+        "null_share_per_feature": markdown_table(null_shares(table), ("column", "null share")),
+    })
+
+
+def build_feature_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefinition]:
+    @dg.asset(
+        name="features",
+        group_name="features",
+        partitions_def=partitions,
+        deps=["sales", "stores", "items", "calendar"],
+        backfill_policy=dg.BackfillPolicy.single_run(),
+        kinds={"delta", "polars"},
+        description="Point-in-time features per (store, item, date): lags >= horizon, rolling "
+                    "statistics up to the forecast origin, price, promotion, calendar and "
+                    "attributes. Delta table `silver/features`, partitioned by date.",
+    )
+    def features(context: dg.AssetExecutionContext, platform: PlatformSettings,
+                 delta: DeltaStore) -> dg.MaterializeResult:
+        return materialize_features(context, platform, delta)
+
+    return [features]

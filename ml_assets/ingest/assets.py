@@ -1,0 +1,131 @@
+"""Ingest assets: landing files → bronze Delta tables (sales + dimensions) and quarantine."""
+
+
+import datetime as dt
+
+import dagster as dg
+import polars as pl
+
+from ml_assets.ingest.landing import ContractError, read_dimension
+from ml_assets.ingest.pipeline import ingest_window, quarantine_predicate
+from ml_assets.metadata import markdown_table, table_metadata
+from ml_assets.partitions import first_day, window_dates
+from resources.delta import DeltaStore
+from resources.platform import PlatformSettings
+from resources.settings import FileSource
+
+GROUP = "ingest"
+DIMENSIONS = {"stores": "store_id", "items": "item_id", "calendar": "date"}
+
+
+def _dimension_frame(source: FileSource | None, key: str) -> pl.DataFrame:
+    if source is None:  # optional in the contract: an empty table keeps downstream reads simple
+        return pl.DataFrame(schema={key: pl.Date if key == "date" else pl.Utf8})
+    frame = read_dimension(source, key)
+    frame = frame.with_columns(
+        pl.col(key).cast(pl.Utf8).str.strip_chars().str.slice(0, 10).str.to_date(strict=False)
+        if key == "date" else pl.col(key).cast(pl.Utf8).str.strip_chars())
+    bad = frame.with_row_index("row", offset=1).filter(
+        pl.col(key).is_null() | pl.col(key).is_duplicated())
+    if bad.height:
+        rows = ", ".join(str(r) for r in bad.get_column("row").head(10))
+        raise ContractError(f"{source.path}: null or duplicate {key} at data rows {rows}")
+    return frame
+
+
+def _dimension_asset(name: str, key: str) -> dg.AssetsDefinition:
+    @dg.asset(name=name, group_name=GROUP, kinds={"delta", "polars"},
+              description=f"The `{name}` dimension (key `{key}`) from its attribute file, if any.")
+    def _asset(context: dg.AssetExecutionContext, platform: PlatformSettings,
+               delta: DeltaStore) -> dg.MaterializeResult:
+        source = getattr(platform.get().dataset, name)
+        try:
+            frame = _dimension_frame(source, key)
+        except ContractError as exc:
+            raise dg.Failure(str(exc)) from exc
+        version = delta.overwrite(f"bronze/{name}", frame)
+        return dg.MaterializeResult(metadata=table_metadata(frame, delta.uri(f"bronze/{name}"),
+                                                            version))
+
+    return _asset
+
+
+def build_ingest_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefinition]:
+    dims = [_dimension_asset(name, key) for name, key in DIMENSIONS.items()]
+
+    @dg.asset(
+        group_name=GROUP,
+        partitions_def=partitions,
+        backfill_policy=dg.BackfillPolicy.single_run(),
+        deps=["stores", "items"],
+        kinds={"delta", "polars"},
+        check_specs=[
+            dg.AssetCheckSpec("quarantine_share", asset="sales", blocking=True,
+                              description="Share of rows quarantined stays under the limit"),
+            dg.AssetCheckSpec("freshness", asset="sales", blocking=True,
+                              description="The latest landed period is recent enough"),
+        ],
+        description="Validated daily/weekly sales, partitioned by date. Bad rows go to "
+                    "`sales_quarantine` with their reason, file and row number.",
+    )
+    def sales(context: dg.AssetExecutionContext, platform: PlatformSettings,
+              delta: DeltaStore) -> dg.MaterializeResult:
+        settings = platform.get()
+        ds = settings.dataset
+        start, end = window_dates(context)
+        day0 = first_day(settings)
+        known = {k: delta.read(f"bronze/{n}").get_column(k) if delta.exists(f"bronze/{n}")
+                 else None for n, k in (("stores", "store_id"), ("items", "item_id"))}
+        try:
+            result = ingest_window(ds, start, end, day0, known["store_id"], known["item_id"])
+        except (ContractError, FileNotFoundError) as exc:
+            raise dg.Failure(str(exc)) from exc  # nothing has been written yet
+        version = delta.replace_window("bronze/sales", result.bronze, "date", start, end,
+                                       ["date", "store_id", "item_id"])
+        q_version = delta.overwrite(
+            "bronze/sales_quarantine", result.quarantine,
+            quarantine_predicate(result, start, end, day0, ds.end_date))
+        share = result.quarantine_share
+        latest = delta.scan("bronze/sales").select(pl.col("date").max()).collect().item()
+        expected = _expected_latest(ds.end_date, settings.today, ds.period_days)
+        lag_periods = None if latest is None else (expected - latest).days // ds.period_days
+        metadata = {
+            **table_metadata(result.bronze, delta.uri("bronze/sales"), version),
+            "rows_in": result.rows_in,
+            "rows_quarantined": result.quarantine.height,
+            "quarantine_share": round(share, 6),
+            "quarantine_delta_version": q_version,
+            "negative_units_clipped": result.clipped,
+            "files_read": len(result.files),
+            "window": f"{start} .. {end - dt.timedelta(days=1)}",
+            "quarantine_reasons": markdown_table(list(result.reasons.items()),
+                                                 ("reason", "rows")),
+        }
+        return dg.MaterializeResult(
+            metadata=metadata,
+            check_results=[
+                dg.AssetCheckResult(
+                    check_name="quarantine_share",
+                    passed=share <= ds.max_quarantine_share,
+                    metadata={"share": round(share, 6), "limit": ds.max_quarantine_share},
+                    description=f"{result.quarantine.height} of {result.rows_in} rows quarantined "
+                                f"({share:.2%}; limit {ds.max_quarantine_share:.2%})",
+                ),
+                dg.AssetCheckResult(
+                    check_name="freshness",
+                    passed=lag_periods is not None and lag_periods <= ds.freshness_periods,
+                    metadata={"latest_date": str(latest), "expected_latest": str(expected),
+                              "lag_periods": lag_periods},
+                    description=f"latest landed date {latest}, expected {expected}",
+                ),
+            ],
+        )
+
+    return [*dims, sales]
+
+
+def _expected_latest(end_date: dt.date | None, today: dt.date, period_days: int) -> dt.date:
+    """A historical dataset is complete at its end; a live one should have yesterday's period."""
+    if end_date is not None:
+        return end_date
+    return today - dt.timedelta(days=period_days)

@@ -1,0 +1,161 @@
+"""Validation of raw sales rows: every row ends up in bronze or in quarantine with its reasons."""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+
+import polars as pl
+
+from resources.settings import DatasetConfig
+
+KEYS = ["date", "store_id", "item_id"]
+_TRUE = ["1", "true", "t", "yes", "y"]
+_FALSE = ["0", "false", "f", "no", "n"]
+
+
+@dataclass(frozen=True)
+class Split:
+    bronze: pl.DataFrame
+    quarantine: pl.DataFrame
+    clipped: int  # negative units set to 0 under the `clip` policy
+
+
+def raw_columns(ds: DatasetConfig) -> list[str]:
+    """Contract names read from a sales file: required, optional and declared covariates."""
+    return ["date", "store_id", "item_id", "units_sold", "price", "on_promo",
+            *[c.name for c in ds.covariates]]
+
+
+def _number(col: str) -> pl.Expr:
+    """Parses numbers, and booleans as 1/0, from strings; anything else becomes null."""
+    s = pl.col(col).str.strip_chars().str.to_lowercase()
+    return (
+        pl.when(s.is_in(_TRUE)).then(pl.lit("1"))
+        .when(s.is_in(_FALSE)).then(pl.lit("0"))
+        .otherwise(s)
+        .cast(pl.Float64, strict=False)
+    )
+
+
+def _date(ds: DatasetConfig) -> pl.Expr:
+    raw = pl.col("date").str.strip_chars()
+    if ds.sales.date_format:
+        return raw.str.to_date(ds.sales.date_format, strict=False)
+    # ISO first; a timestamp string keeps its day
+    return pl.coalesce(raw.str.to_date("%Y-%m-%d", strict=False),
+                       raw.str.slice(0, 10).str.to_date("%Y-%m-%d", strict=False))
+
+
+def align_to_period(date: pl.Expr, ds: DatasetConfig, start: dt.date) -> pl.Expr:
+    """Weekly data lands on the week's first day (the weekday of the dataset start)."""
+    if ds.period_days == 1:
+        return date
+    offset = (date - pl.lit(start)).dt.total_days() % 7
+    return date - pl.duration(days=offset)
+
+
+def parse(raw: pl.DataFrame, ds: DatasetConfig, first_day: dt.date) -> pl.DataFrame:
+    """Adds typed columns (`*_typed`) next to the raw strings and a `reason` per bad row."""
+    typed = raw.with_columns(
+        align_to_period(_date(ds), ds, first_day).alias("date_typed"),
+        pl.col("store_id").str.strip_chars().alias("store_typed"),
+        pl.col("item_id").str.strip_chars().alias("item_typed"),
+        _number("units_sold").alias("units_typed"),
+        _number("price").alias("price_typed"),
+        _number("on_promo").alias("promo_typed"),
+        *[(_number(c.name) if c.type == "numeric" else pl.col(c.name).str.strip_chars())
+          .alias(f"{c.name}_typed") for c in ds.covariates],
+    )
+    present = lambda c: pl.col(c).is_not_null() & (pl.col(c).str.strip_chars() != "")  # noqa: E731
+    checks: list[tuple[str, pl.Expr]] = [
+        ("null date", ~present("date")),
+        ("unparseable date", present("date") & pl.col("date_typed").is_null()),
+        ("null store_id", ~present("store_id")),
+        ("null item_id", ~present("item_id")),
+        ("null units_sold", ~present("units_sold")),
+        ("units_sold not a number", present("units_sold") & pl.col("units_typed").is_null()),
+        ("price not a number", present("price") & pl.col("price_typed").is_null()),
+        ("price <= 0", pl.col("price_typed") <= 0),
+        ("on_promo not 0/1", present("on_promo") & ~pl.col("promo_typed").is_in([0.0, 1.0])),
+        *[(f"{c.name} not a number", present(c.name) & pl.col(f"{c.name}_typed").is_null())
+          for c in ds.covariates if c.type == "numeric"],
+    ]
+    if ds.negative_units == "quarantine":
+        checks.append(("negative units_sold", pl.col("units_typed") < 0))
+    if ds.end_date is not None:
+        checks.append(("date after dataset end_date", pl.col("date_typed") > pl.lit(ds.end_date)))
+    checks.append(("date before dataset start", pl.col("date_typed") < pl.lit(first_day)))
+    reasons = [pl.when(cond.fill_null(False)).then(pl.lit(name)) for name, cond in checks]
+    joined = pl.concat_str(reasons, separator="; ", ignore_nulls=True)
+    return typed.with_columns(pl.when(joined != "").then(joined).alias("reason"))
+
+
+def _flag_known(frame: pl.DataFrame, key: str, known: pl.Series | None) -> pl.DataFrame:
+    if known is None or known.is_empty():
+        return frame  # no attribute file: every id is known
+    typed = {"store_id": "store_typed", "item_id": "item_typed"}[key]
+    unknown = pl.col("reason").is_null() & ~pl.col(typed).is_in(known.cast(pl.Utf8).implode())
+    return frame.with_columns(pl.when(unknown).then(pl.lit(f"unknown {key}"))
+                              .otherwise(pl.col("reason")).alias("reason"))
+
+
+def _flag_duplicates(frame: pl.DataFrame) -> pl.DataFrame:
+    """Among valid rows, a key seen twice in one file keeps its first row; a key delivered by
+    several files keeps the latest file's row (files arrive ordered oldest first)."""
+    keys = ["date_typed", "store_typed", "item_typed"]
+    valid = pl.col("reason").is_null()
+    frame = frame.with_row_index("_order")
+    ranked = frame.with_columns(
+        pl.when(valid).then(pl.col("_order").rank("ordinal").over([*keys, "source_file", valid]))
+        .alias("_in_file"),
+        pl.when(valid).then(pl.col("_file_rank")).max().over([*keys, valid]).alias("_last_file"),
+    )
+    return ranked.with_columns(
+        pl.when(valid & (pl.col("_file_rank") < pl.col("_last_file")))
+        .then(pl.lit("duplicate key across files (a later delivery supersedes it)"))
+        .when(valid & (pl.col("_in_file") > 1))
+        .then(pl.lit("duplicate key within file"))
+        .otherwise(pl.col("reason")).alias("reason")
+    ).drop("_order", "_in_file", "_last_file")
+
+
+def split_sales(
+    raw: pl.DataFrame,
+    ds: DatasetConfig,
+    first_day: dt.date,
+    known_stores: pl.Series | None = None,
+    known_items: pl.Series | None = None,
+) -> Split:
+    """Raw rows (strings, with source_file, row_number and `_file_rank`) to bronze + quarantine."""
+    checked = parse(raw, ds, first_day)
+    checked = _flag_known(checked, "store_id", known_stores)
+    checked = _flag_known(checked, "item_id", known_items)
+    checked = _flag_duplicates(checked)
+    good = checked.filter(pl.col("reason").is_null())
+    clipped = 0
+    if ds.negative_units == "clip":
+        clipped = good.filter(pl.col("units_typed") < 0).height
+        good = good.with_columns(pl.col("units_typed").clip(lower_bound=0))
+    bronze = good.select(
+        pl.col("date_typed").alias("date"),
+        pl.col("store_typed").alias("store_id"),
+        pl.col("item_typed").alias("item_id"),
+        pl.col("units_typed").alias("units_sold"),
+        pl.col("price_typed").alias("price"),
+        pl.col("promo_typed").fill_null(0).cast(pl.Int8).alias("on_promo"),
+        *[pl.col(f"{c.name}_typed").alias(c.name) for c in ds.covariates],
+        "source_file",
+        "row_number",
+    )
+    raw_cols = [c for c in raw_columns(ds) if c in raw.columns]
+    quarantine = checked.filter(pl.col("reason").is_not_null()).select(
+        pl.col("date_typed").alias("date"),
+        pl.col("store_id"),
+        pl.col("item_id"),
+        "reason",
+        "source_file",
+        "row_number",
+        pl.struct(raw_cols).struct.json_encode().alias("raw"),
+    )
+    return Split(bronze=bronze, quarantine=quarantine, clipped=clipped)

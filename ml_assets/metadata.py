@@ -1,0 +1,25 @@
+"""Metadata a person reads in the Dagster UI, built the same way for every table asset."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import dagster as dg
+import polars as pl
+
+
+def table_metadata(df: pl.DataFrame, table_uri: str, version: int | None) -> dict[str, Any]:
+    schema = dg.TableSchema(
+        columns=[dg.TableColumn(name=name, type=str(dtype)) for name, dtype in df.schema.items()])
+    return {
+        "dagster/row_count": df.height,
+        "dagster/column_schema": schema,
+        "delta_version": version,
+        "delta_table": dg.MetadataValue.path(table_uri),
+    }
+
+
+def markdown_table(rows: list[tuple[Any, ...]], header: tuple[str, ...]) -> dg.MetadataValue:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(v) for v in row) + " |" for row in rows]
+    return dg.MetadataValue.md("\n".join(lines))

@@ -1,0 +1,49 @@
+"""Time partitions: daily or weekly windows from the dataset's first day, bounded by the clock
+(or by a historical dataset's last day)."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import dagster as dg
+import polars as pl
+
+from ml_assets.ingest.landing import list_files, read_raw
+from resources.settings import DatasetConfig, Settings
+
+
+def first_day(settings: Settings) -> dt.date:
+    ds = settings.dataset
+    if ds.start_date is not None:
+        return ds.start_date
+    if ds.simulation is not None:
+        return ds.simulation.resolved_start(settings.today)
+    # Real files without a declared start: the earliest parseable date on disk.
+    dates = [read_raw(p, ds.sales, ["date"]).get_column("date") for p in list_files(ds.sales)]
+    if not dates:
+        raise FileNotFoundError(
+            f"Dataset '{ds.name}': no file matches {ds.sales.path}, and no start_date is set")
+    parsed = pl.concat(dates).str.strip_chars().str.slice(0, 10).str.to_date(strict=False)
+    earliest = parsed.min()
+    if earliest is None:
+        raise ValueError(f"Dataset '{ds.name}': no parseable date in {ds.sales.path}")
+    return earliest  # type: ignore[return-value]
+
+
+def build_partitions(settings: Settings) -> dg.TimeWindowPartitionsDefinition:
+    ds: DatasetConfig = settings.dataset
+    start = first_day(settings)
+    end = None if ds.end_date is None else ds.end_date + dt.timedelta(days=ds.period_days)
+    if ds.frequency == "daily":
+        return dg.DailyPartitionsDefinition(start_date=start.isoformat(),
+                                            end_date=end and end.isoformat())
+    # Dagster counts weekdays from Sunday = 0; Python from Monday = 0.
+    return dg.WeeklyPartitionsDefinition(start_date=start.isoformat(),
+                                         end_date=end and end.isoformat(),
+                                         day_offset=(start.weekday() + 1) % 7)
+
+
+def window_dates(context: dg.AssetExecutionContext) -> tuple[dt.date, dt.date]:
+    """The run's partition range as dates, [start, end)."""
+    window = context.partition_time_window
+    return window.start.date(), window.end.date()

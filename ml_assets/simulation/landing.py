@@ -1,0 +1,63 @@
+"""Landing the simulated world's days as files, the way a retailer's daily drop arrives."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from pathlib import Path
+
+from ml_assets.simulation.world import Scenario, World, WorldConfig
+from resources.settings import Settings
+
+SCENARIOS_FILE = "scenarios.json"
+
+
+def world_for(settings: Settings) -> World:
+    """The world of these settings, with every scenario started so far (kept beside the files,
+    so days landed later come from the same world)."""
+    sim = settings.dataset.simulation
+    if sim is None:
+        raise ValueError(f"Dataset '{settings.dataset.name}' is not the simulated world")
+    path = settings.landing_dir / SCENARIOS_FILE
+    saved = json.loads(path.read_text()) if path.exists() else []
+    scenarios = tuple(Scenario(kind=s["kind"], start=dt.date.fromisoformat(s["start"]),
+                               magnitude=s["magnitude"], stores=tuple(s.get("stores", ())))
+                      for s in saved)
+    return World(WorldConfig(seed=sim.seed, n_stores=sim.n_stores, n_items=sim.n_items,
+                             start_date=sim.resolved_start(settings.today), scenarios=scenarios))
+
+
+def landed_days(settings: Settings) -> list[dt.date]:
+    files = sorted((settings.landing_dir / "sales").glob("sales_*.*"))
+    return [dt.date.fromisoformat(p.stem.removeprefix("sales_")) for p in files]
+
+
+def add_scenario(settings: Settings, kind: str, start: dt.date, magnitude: float) -> None:
+    path = settings.landing_dir / SCENARIOS_FILE
+    saved = json.loads(path.read_text()) if path.exists() else []
+    saved.append({"kind": kind, "start": start.isoformat(), "magnitude": magnitude})
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(saved, indent=2))
+
+
+def land(settings: Settings, until: dt.date | None = None, days: int | None = None,
+         scenario: tuple[str, float] | None = None) -> list[Path]:
+    """Lands the next days after the last landed one (the history first, when nothing has
+    landed): `days` of them, or up to `until` (inclusive), or the history only."""
+    sim = settings.dataset.simulation
+    assert sim is not None
+    landed = landed_days(settings)
+    start = sim.resolved_start(settings.today)
+    first = landed[-1] + dt.timedelta(days=1) if landed else start
+    if days is not None:
+        end = first + dt.timedelta(days=days)
+    elif until is not None:
+        end = until + dt.timedelta(days=1)
+    else:
+        end = start + dt.timedelta(days=sim.history_days)
+    end = min(end, settings.today)  # never land the future
+    if scenario is not None:
+        add_scenario(settings, scenario[0], first, scenario[1])
+    if end <= first:
+        return []
+    return world_for(settings).write_landing(settings.landing_dir, first, end)

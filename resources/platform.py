@@ -1,0 +1,33 @@
+"""The settings resource: every asset reads paths and dataset options through it."""
+
+from __future__ import annotations
+
+import dagster as dg
+from pydantic import PrivateAttr
+
+from resources.settings import Settings, load_settings
+
+
+class PlatformSettings(dg.ConfigurableResource):
+    """Holds the few values that settings are built from; `get()` builds them once per process."""
+
+    home: str
+    dataset: str = "simulated"
+    env: str = "local"
+    today: str | None = None  # pins the clock (tests, reproductions); None = the wall clock
+
+    _settings: Settings | None = PrivateAttr(default=None)
+
+    def get(self) -> Settings:
+        if self._settings is None:
+            environ = {"RETAIL_ML_HOME": self.home, "RETAIL_ML_DATASET": self.dataset,
+                       "RETAIL_ML_ENV": self.env}
+            if self.today:
+                environ["RETAIL_ML_TODAY"] = self.today
+            self._settings = load_settings(environ)
+        return self._settings
+
+    @classmethod
+    def from_settings(cls, settings: Settings, dataset_ref: str) -> PlatformSettings:
+        return cls(home=str(settings.home), dataset=dataset_ref, env=settings.env,
+                   today=settings.today.isoformat())

@@ -1,0 +1,187 @@
+"""Typed settings, built from the environment and the dataset YAML when resources are built.
+
+Nothing here runs at import: `load_settings()` is called by the Definitions factory.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+CONTRACT_REQUIRED = ("date", "store_id", "item_id", "units_sold")
+CONTRACT_OPTIONAL = ("price", "on_promo")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Covariate(_Strict):
+    """A column known in advance (open/closed, holiday flag...), a feature at the target date."""
+
+    name: str
+    column: str | None = None  # source column; defaults to `name`
+    type: Literal["numeric", "categorical"] = "numeric"
+
+    @property
+    def source(self) -> str:
+        return self.column or self.name
+
+
+class FileSource(_Strict):
+    path: str  # a file or a glob; relative paths resolve against the YAML's folder
+    format: Literal["csv", "parquet"] | None = None  # inferred from the extension when omitted
+    columns: dict[str, str] = Field(default_factory=dict)  # contract name -> source column
+    constants: dict[str, str] = Field(default_factory=dict)  # contract name -> constant value
+    date_format: str | None = None  # strftime format; ISO dates are parsed without it
+    separator: str = ","
+
+    def file_format(self, path: Path) -> str:
+        return self.format or ("parquet" if path.suffix.lower() == ".parquet" else "csv")
+
+    def source_column(self, contract_name: str) -> str:
+        return self.columns.get(contract_name, contract_name)
+
+
+class SimulationConfig(_Strict):
+    seed: int = 7
+    n_stores: int = 20
+    n_items: int = 100
+    history_days: int = 730
+    # The simulated history ends this many days before today; `retail-ml simulate` lands the rest.
+    history_end_offset_days: int = 21
+    start_date: dt.date | None = None  # pins the world in time (tests); default: derived from today
+
+    def resolved_start(self, today: dt.date) -> dt.date:
+        if self.start_date is not None:
+            return self.start_date
+        return today - dt.timedelta(days=self.history_end_offset_days + self.history_days)
+
+
+class DatasetConfig(_Strict):
+    name: str
+    frequency: Literal["daily", "weekly"] = "daily"
+    horizon: int | None = None  # in periods; default 28 days or 8 weeks
+    sales: FileSource
+    covariates: list[Covariate] = Field(default_factory=list)
+    stores: FileSource | None = None
+    items: FileSource | None = None
+    calendar: FileSource | None = None
+    negative_units: Literal["quarantine", "clip", "keep"] = "quarantine"
+    max_quarantine_share: float = 0.05
+    freshness_periods: int = 2  # the latest landed period may lag its expected value by this much
+    start_date: dt.date | None = None  # first day of data; inferred from the files when omitted
+    end_date: dt.date | None = None  # last day of a historical dataset; None = bounded by the clock
+    simulation: SimulationConfig | None = None
+
+    @field_validator("horizon")
+    @classmethod
+    def _positive_horizon(cls, v: int | None) -> int | None:
+        if v is not None and v < 1:
+            raise ValueError("horizon must be >= 1 period")
+        return v
+
+    @property
+    def period_days(self) -> int:
+        return 1 if self.frequency == "daily" else 7
+
+    @property
+    def horizon_periods(self) -> int:
+        return self.horizon or (28 if self.frequency == "daily" else 8)
+
+    @property
+    def season_periods(self) -> int:
+        return 7 if self.frequency == "daily" else 52
+
+
+class Settings(_Strict):
+    env: Literal["local", "prod"] = "local"
+    home: Path
+    dataset: DatasetConfig
+    engine: Literal["polars", "spark"] = "polars"
+    today: dt.date  # the wall clock's date, fixed once so one load sees one day
+
+    @property
+    def landing_dir(self) -> Path:
+        return self.home / "landing"
+
+    @property
+    def delta_root(self) -> Path:
+        return self.home / "delta"
+
+    @property
+    def online_dir(self) -> Path:
+        return self.home / "online"
+
+    @property
+    def mlflow_dir(self) -> Path:
+        return self.home / "mlflow"
+
+    @property
+    def bentoml_home(self) -> Path:
+        return self.home / "bentoml"
+
+    @property
+    def dagster_home(self) -> Path:
+        return self.home / "dagster"
+
+
+def simulated_dataset(home: Path, simulation: SimulationConfig | None = None) -> DatasetConfig:
+    """The built-in world: the simulator writes the raw contract under landing/."""
+    landing = home / "landing"
+    return DatasetConfig(
+        name="simulated",
+        frequency="daily",
+        horizon=28,
+        sales=FileSource(path=str(landing / "sales" / "sales_*.csv"), format="csv"),
+        stores=FileSource(path=str(landing / "stores.csv")),
+        items=FileSource(path=str(landing / "items.csv")),
+        calendar=FileSource(path=str(landing / "calendar.csv")),
+        simulation=simulation or SimulationConfig(),
+    )
+
+
+def load_dataset(path: Path, home: Path) -> DatasetConfig:
+    """Reads a dataset YAML; relative file paths resolve against the YAML's own folder."""
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except FileNotFoundError as exc:
+        raise FileNotFoundError(f"RETAIL_ML_DATASET points to {path}, which does not exist") \
+            from exc
+    if not isinstance(raw, dict):
+        raise ValueError(f"{path}: expected a mapping at the top level")
+    if raw.get("source") == "simulated":
+        return simulated_dataset(home, SimulationConfig(**(raw.get("simulation") or {})))
+    for key in ("sales", "stores", "items", "calendar"):
+        block = raw.get(key)
+        if isinstance(block, dict) and "path" in block and not Path(block["path"]).is_absolute():
+            block["path"] = str((path.parent / block["path"]).resolve())
+    try:
+        return DatasetConfig(**raw)
+    except Exception as exc:  # pydantic's message names the field; add the file
+        raise ValueError(f"{path}: invalid dataset config:\n{exc}") from exc
+
+
+def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
+    env = os.environ if environ is None else environ
+    home = Path(env.get("RETAIL_ML_HOME", "./.retail_ml")).expanduser().resolve()
+    dataset_ref = env.get("RETAIL_ML_DATASET", "simulated")
+    if dataset_ref in ("", "simulated"):
+        dataset = simulated_dataset(home)
+    else:
+        dataset = load_dataset(Path(dataset_ref).expanduser().resolve(), home)
+    pinned = env.get("RETAIL_ML_TODAY")
+    today = dt.date.fromisoformat(pinned) if pinned else dt.date.today()
+    return Settings(
+        env=env.get("RETAIL_ML_ENV", "local"),
+        home=home,
+        dataset=dataset,
+        engine=env.get("RETAIL_ML_ENGINE", "polars"),
+        today=today,
+    )
