@@ -15,7 +15,7 @@ def test_defaults_to_the_simulated_world_under_home(tmp_path: Path) -> None:
 def test_bad_dataset_yaml_names_the_file_and_field(tmp_path: Path) -> None:
     bad = tmp_path / "bad.yaml"
     bad.write_text("name: x\nfrequency: hourly\nsales: {path: '*.csv'}\n")
-    with pytest.raises(ValueError, match=r"bad\.yaml.*frequency"):
+    with pytest.raises(ValueError, match=r"(?s)bad\.yaml.*frequency"):
         load_settings({"RETAIL_ML_HOME": str(tmp_path), "RETAIL_ML_DATASET": str(bad)})
 
 
