@@ -20,11 +20,10 @@ def build_definitions(settings: Settings, dataset_ref: str = "simulated") -> dg.
     partitions = build_partitions(settings)
     assets = [*build_ingest_assets(partitions), *build_feature_assets(partitions)]
     ingest_job = dg.define_asset_job(
-        INGEST_JOB, selection=dg.AssetSelection.groups("ingest"), partitions_def=partitions,
+        INGEST_JOB, selection=dg.AssetSelection.groups("ingest"),
         description="Landing files → bronze tables (run by the landing sensor).")
     features_job = dg.define_asset_job(
         "features_job", selection=dg.AssetSelection.groups("ingest", "features"),
-        partitions_def=partitions,
         description="Ingest then features for a partition range.")
     return dg.Definitions(
         assets=assets,

@@ -34,6 +34,8 @@ def build_partitions(settings: Settings) -> dg.TimeWindowPartitionsDefinition:
     ds: DatasetConfig = settings.dataset
     start = first_day(settings)
     end = None if ds.end_date is None else ds.end_date + dt.timedelta(days=ds.period_days)
+    if end is None and settings.today != dt.date.today():
+        end = settings.today  # a pinned clock (tests, reproductions) bounds the partitions too
     if ds.frequency == "daily":
         return dg.DailyPartitionsDefinition(start_date=start.isoformat(),
                                             end_date=end and end.isoformat())

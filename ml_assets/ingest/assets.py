@@ -53,23 +53,27 @@ def _dimension_asset(name: str, key: str) -> dg.AssetsDefinition:
 def build_ingest_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefinition]:
     dims = [_dimension_asset(name, key) for name, key in DIMENSIONS.items()]
 
-    @dg.asset(
+    @dg.multi_asset(
+        name="sales",
         group_name=GROUP,
         partitions_def=partitions,
         backfill_policy=dg.BackfillPolicy.single_run(),
-        deps=["stores", "items"],
-        kinds={"delta", "polars"},
+        specs=[
+            dg.AssetSpec("sales", deps=["stores", "items"], kinds={"delta", "polars"},
+                         description="Validated sales, partitioned by date (daily or weekly)."),
+            dg.AssetSpec("sales_quarantine", deps=["stores", "items"], kinds={"delta"},
+                         description="Rows that broke the contract, with reason, source file "
+                                     "and row number. Nothing is dropped silently."),
+        ],
         check_specs=[
             dg.AssetCheckSpec("quarantine_share", asset="sales", blocking=True,
                               description="Share of rows quarantined stays under the limit"),
             dg.AssetCheckSpec("freshness", asset="sales", blocking=True,
                               description="The latest landed period is recent enough"),
         ],
-        description="Validated daily/weekly sales, partitioned by date. Bad rows go to "
-                    "`sales_quarantine` with their reason, file and row number.",
     )
     def sales(context: dg.AssetExecutionContext, platform: PlatformSettings,
-              delta: DeltaStore) -> dg.MaterializeResult:
+              delta: DeltaStore):
         settings = platform.get()
         ds = settings.dataset
         start, end = window_dates(context)
@@ -89,20 +93,26 @@ def build_ingest_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDe
         latest = delta.scan("bronze/sales").select(pl.col("date").max()).collect().item()
         expected = _expected_latest(ds.end_date, settings.today, ds.period_days)
         lag_periods = None if latest is None else (expected - latest).days // ds.period_days
-        metadata = {
-            **table_metadata(result.bronze, delta.uri("bronze/sales"), version),
-            "rows_in": result.rows_in,
-            "rows_quarantined": result.quarantine.height,
-            "quarantine_share": round(share, 6),
-            "quarantine_delta_version": q_version,
-            "negative_units_clipped": result.clipped,
-            "files_read": len(result.files),
-            "window": f"{start} .. {end - dt.timedelta(days=1)}",
-            "quarantine_reasons": markdown_table(list(result.reasons.items()),
-                                                 ("reason", "rows")),
-        }
-        return dg.MaterializeResult(
-            metadata=metadata,
+        window = f"{start} .. {end - dt.timedelta(days=1)}"
+        yield dg.MaterializeResult(
+            asset_key="sales_quarantine",
+            metadata={
+                **table_metadata(result.quarantine, delta.uri("bronze/sales_quarantine"),
+                                 q_version),
+                "window": window,
+                "reasons": markdown_table(list(result.reasons.items()), ("reason", "rows")),
+            })
+        yield dg.MaterializeResult(
+            asset_key="sales",
+            metadata={
+                **table_metadata(result.bronze, delta.uri("bronze/sales"), version),
+                "rows_in": result.rows_in,
+                "rows_quarantined": result.quarantine.height,
+                "quarantine_share": round(share, 6),
+                "negative_units_clipped": result.clipped,
+                "files_read": len(result.files),
+                "window": window,
+            },
             check_results=[
                 dg.AssetCheckResult(
                     check_name="quarantine_share",
