@@ -37,7 +37,8 @@ def simulate(args: argparse.Namespace) -> int:
 
 
 def demo(args: argparse.Namespace) -> int:
-    """Simulates the world up to yesterday and materializes the graph in a real instance."""
+    """Materializes the graph in the real instance under RETAIL_ML_HOME, for every partition.
+    With the simulated world, it first lands the history and every day up to yesterday."""
     import dagster as dg
 
     from ml_assets.definitions import build_definitions
@@ -47,9 +48,10 @@ def demo(args: argparse.Namespace) -> int:
     os.environ.setdefault("DAGSTER_HOME", str(settings.dagster_home))
     settings.dagster_home.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
-    if not landed_days(settings):
-        land(settings)  # the history
-    land(settings, until=settings.today - dt.timedelta(days=1))
+    if settings.dataset.simulation is not None:
+        if not landed_days(settings):
+            land(settings)  # the history
+        land(settings, until=settings.today - dt.timedelta(days=1))
     defs = build_definitions(settings, os.environ.get("RETAIL_ML_DATASET", "simulated"))
     job = defs.resolve_job_def("features_job")
     keys = job.partitions_def.get_partition_keys()  # type: ignore[union-attr]
