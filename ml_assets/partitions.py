@@ -6,9 +6,8 @@ from __future__ import annotations
 import datetime as dt
 
 import dagster as dg
-import polars as pl
 
-from ml_assets.ingest.landing import list_files, read_raw
+from ml_assets.ingest.landing import date_span, list_files
 from resources.settings import DatasetConfig, Settings
 
 
@@ -19,15 +18,11 @@ def first_day(settings: Settings) -> dt.date:
     if ds.simulation is not None:
         return ds.simulation.resolved_start(settings.today)
     # Real files without a declared start: the earliest parseable date on disk.
-    dates = [read_raw(p, ds.sales, ["date"]).get_column("date") for p in list_files(ds.sales)]
-    if not dates:
-        raise FileNotFoundError(
-            f"Dataset '{ds.name}': no file matches {ds.sales.path}, and no start_date is set")
-    parsed = pl.concat(dates).str.strip_chars().str.slice(0, 10).str.to_date(strict=False)
-    earliest = parsed.min()
-    if earliest is None:
-        raise ValueError(f"Dataset '{ds.name}': no parseable date in {ds.sales.path}")
-    return earliest  # type: ignore[return-value]
+    span = date_span(list_files(ds.sales), ds.sales)
+    if span is None:
+        raise FileNotFoundError(f"Dataset '{ds.name}': no file with a parseable date matches "
+                                f"{ds.sales.path}, and no start_date is set")
+    return span[0]
 
 
 def build_partitions(settings: Settings) -> dg.TimeWindowPartitionsDefinition:

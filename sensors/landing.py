@@ -8,22 +8,11 @@ import json
 from pathlib import Path
 
 import dagster as dg
-import polars as pl
 
-from ml_assets.ingest.landing import list_files, read_raw
+from ml_assets.ingest.landing import date_span, list_files
 from resources.platform import PlatformSettings
-from resources.settings import FileSource
 
 INGEST_JOB = "ingest_job"
-
-
-def date_span(paths: list[Path], source: FileSource) -> tuple[dt.date, dt.date] | None:
-    """The earliest and latest parseable date across the files (bad dates are ingest's job)."""
-    dates = pl.concat([read_raw(p, source, ["date"]).get_column("date") for p in paths])
-    parsed = dates.str.strip_chars().str.slice(0, 10).str.to_date(strict=False).drop_nulls()
-    if parsed.is_empty():
-        return None
-    return parsed.min(), parsed.max()  # type: ignore[return-value]
 
 
 def containing_key(keys: list[str], day: dt.date) -> str:

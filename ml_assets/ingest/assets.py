@@ -118,8 +118,9 @@ def build_ingest_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDe
                     check_name="quarantine_share",
                     passed=share <= ds.max_quarantine_share,
                     metadata={"share": round(share, 6), "limit": ds.max_quarantine_share},
-                    description=f"{result.quarantine.height} of {result.rows_in} rows quarantined "
-                                f"({share:.2%}; limit {ds.max_quarantine_share:.2%})",
+                    description=f"{share:.2%} of this window's rows are bad (limit "
+                                f"{ds.max_quarantine_share:.2%}); {result.quarantine.height} "
+                                f"quarantined in all, reasons in sales_quarantine's metadata",
                 ),
                 dg.AssetCheckResult(
                     check_name="freshness",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import glob
 from pathlib import Path
 
@@ -43,23 +44,24 @@ def check_columns(paths: list[Path], source: FileSource, required: list[str]) ->
         raise ContractError("Landing files break the contract:\n" + "\n".join(problems))
 
 
-def read_raw(path: Path, source: FileSource, wanted: list[str]) -> pl.DataFrame:
+def read_raw(path: Path, source: FileSource, wanted: dict[str, str]) -> pl.DataFrame:
     """One file mapped to contract names, as strings, with its file name and 1-based row number.
 
-    Reading as strings means a bad value becomes a quarantine reason instead of a crash.
+    `wanted` maps contract names to source columns. Reading as strings means a bad value becomes
+    a quarantine reason instead of a crash.
     """
-    rename = {source.source_column(c): c for c in wanted if c not in source.constants}
-    if source.file_format(path) == "parquet":
-        frame = pl.read_parquet(path, columns=[s for s in rename if s in _header(path, source)])
-        frame = frame.with_columns(pl.all().cast(pl.Utf8))
-    else:
+    rename = {src: c for c, src in wanted.items() if c not in source.constants}
+    try:
         present = set(_header(path, source))
-        frame = pl.read_csv(
-            path,
-            columns=[s for s in rename if s in present],
-            infer_schema=False,
-            separator=source.separator,
-        )
+        columns = [s for s in rename if s in present]
+        if source.file_format(path) == "parquet":
+            frame = pl.read_parquet(path, columns=columns).with_columns(pl.all().cast(pl.Utf8))
+        else:
+            frame = pl.read_csv(path, columns=columns, infer_schema=False,
+                                separator=source.separator)
+    except (pl.exceptions.PolarsError, OSError) as exc:
+        raise ContractError(f"{path}: cannot be read as {source.file_format(path)}: {exc}") \
+            from exc
     frame = frame.rename({s: c for s, c in rename.items() if s in frame.columns})
     missing_optional = [c for c in rename.values() if c not in frame.columns]
     return frame.with_columns(
@@ -68,6 +70,18 @@ def read_raw(path: Path, source: FileSource, wanted: list[str]) -> pl.DataFrame:
         pl.lit(str(path)).alias("source_file"),
         pl.int_range(1, pl.len() + 1, dtype=pl.Int64).alias("row_number"),
     )
+
+
+def date_span(paths: list[Path], source: FileSource) -> tuple[dt.date, dt.date] | None:
+    """Earliest and latest parseable date across the files (bad dates are ingest's job)."""
+    if not paths:
+        return None
+    wanted = {"date": source.source_column("date")}
+    dates = pl.concat([read_raw(p, source, wanted).get_column("date") for p in paths])
+    parsed = dates.str.strip_chars().str.slice(0, 10).str.to_date(strict=False).drop_nulls()
+    if parsed.is_empty():
+        return None
+    return parsed.min(), parsed.max()  # type: ignore[return-value]
 
 
 def read_dimension(source: FileSource, key: str) -> pl.DataFrame:
@@ -81,7 +95,8 @@ def read_dimension(source: FileSource, key: str) -> pl.DataFrame:
         if source.file_format(path) == "parquet":
             frame = pl.read_parquet(path)
         else:
-            frame = pl.read_csv(path, separator=source.separator, infer_schema_length=10_000)
+            frame = pl.read_csv(path, separator=source.separator, infer_schema_length=10_000,
+                                try_parse_dates=True)
         src = source.source_column(key)
         if src not in frame.columns:
             raise ContractError(f"{path}: missing key column '{src}' for {key}")

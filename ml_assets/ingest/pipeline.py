@@ -9,7 +9,7 @@ from pathlib import Path
 import polars as pl
 
 from ml_assets.ingest.landing import check_columns, list_files, read_raw
-from ml_assets.ingest.validate import raw_columns, split_sales
+from ml_assets.ingest.validate import SUPERSEDED, raw_columns, split_sales
 from resources.settings import CONTRACT_REQUIRED, DatasetConfig
 
 QUARANTINE_SCHEMA = {
@@ -26,10 +26,9 @@ class IngestResult:
     rows_in: int
     clipped: int
     reasons: dict[str, int] = field(default_factory=dict)
-
-    @property
-    def quarantine_share(self) -> float:
-        return self.quarantine.height / self.rows_in if self.rows_in else 0.0
+    # Bad rows among the window's rows. Rows superseded by a later delivery are not bad, and
+    # orphans (no usable date) are reported, not charged to every window that reads their file.
+    quarantine_share: float = 0.0
 
 
 def ingest_window(
@@ -63,15 +62,18 @@ def ingest_window(
         orphan = orphan | (pl.col("date") > pl.lit(ds.end_date))
     bronze = split.bronze.filter(in_window).sort("date", "store_id", "item_id")
     quarantine = split.quarantine.filter(in_window | orphan).cast(QUARANTINE_SCHEMA)  # type: ignore[arg-type]
+    bad_in_window = quarantine.filter(in_window & (pl.col("reason") != SUPERSEDED)).height
+    in_window_rows = bronze.height + quarantine.filter(in_window).height
     reasons = (quarantine.get_column("reason").str.split("; ").explode().value_counts()
                .sort("count", descending=True).rows())
     return IngestResult(
-        bronze=bronze,
+        bronze=bronze.drop("clipped"),
         quarantine=quarantine,
         files=files,
         rows_in=bronze.height + quarantine.height,
-        clipped=split.clipped,
+        clipped=int(bronze.get_column("clipped").sum()),
         reasons=dict(reasons),
+        quarantine_share=bad_in_window / in_window_rows if in_window_rows else 0.0,
     )
 
 
