@@ -45,8 +45,8 @@ def demo(args: argparse.Namespace) -> int:
     from ml_assets.simulation.landing import land, landed_days
 
     settings = load_settings()
-    os.environ.setdefault("DAGSTER_HOME", str(settings.dagster_home))
-    settings.dagster_home.mkdir(parents=True, exist_ok=True)
+    dagster_home = os.environ.setdefault("DAGSTER_HOME", str(settings.dagster_home))
+    os.makedirs(dagster_home, exist_ok=True)
     started = time.monotonic()
     if settings.dataset.simulation is not None:
         if not landed_days(settings):

@@ -13,8 +13,10 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def _cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    # DAGSTER_HOME unset: the CLI must default it under RETAIL_ML_HOME (make exports its own)
+    base = {k: v for k, v in os.environ.items() if k != "DAGSTER_HOME"}
     return subprocess.run([sys.executable, "-m", "ml_assets.cli", *args], cwd=ROOT,
-                          env={**os.environ, **env}, capture_output=True, text=True, timeout=600)
+                          env={**base, **env}, capture_output=True, text=True, timeout=600)
 
 
 def test_simulate_lands_history_then_days_up_to_yesterday(tmp_path: Path) -> None:
