@@ -1,0 +1,1 @@
+"""Evaluation: forecast metrics, origin-only baselines and rolling-origin backtests."""
