@@ -11,6 +11,7 @@ import dagster as dg
 from ml_assets.features.assets import build_feature_assets
 from ml_assets.ingest.assets import build_ingest_assets
 from ml_assets.partitions import build_partitions
+from ml_assets.training.assets import demand_model, training_set
 from resources import build_resources
 from resources.settings import Settings, load_settings
 from sensors.landing import INGEST_JOB, landing_sensor
@@ -18,7 +19,8 @@ from sensors.landing import INGEST_JOB, landing_sensor
 
 def build_definitions(settings: Settings, dataset_ref: str = "simulated") -> dg.Definitions:
     partitions = build_partitions(settings)
-    assets = [*build_ingest_assets(partitions), *build_feature_assets(partitions)]
+    assets = [*build_ingest_assets(partitions), *build_feature_assets(partitions),
+              training_set, demand_model]
     ingest_job = dg.define_asset_job(
         INGEST_JOB, selection=dg.AssetSelection.groups("ingest"),
         description="Landing files → bronze tables (run by the landing sensor).")

@@ -7,13 +7,19 @@ from typing import Any
 from resources.delta import DeltaStore
 from resources.platform import PlatformSettings
 from resources.settings import Settings
+from resources.tracking import mlflow_tracking
 
 
 def local_resources(settings: Settings, dataset_ref: str) -> dict[str, Any]:
-    """Embedded defaults: Delta tables in folders under RETAIL_ML_HOME."""
+    """Embedded defaults: Delta tables in folders, MLflow on sqlite, all under RETAIL_ML_HOME."""
     return {
         "platform": PlatformSettings.from_settings(settings, dataset_ref),
         "delta": DeltaStore(root=str(settings.delta_root)),
+        "mlflow": mlflow_tracking.configured({
+            "experiment_name": "retail-demand",
+            "mlflow_tracking_uri": settings.mlflow_tracking_uri,
+            "artifact_location": (settings.mlflow_dir / "artifacts").as_uri(),
+        }),
     }
 
 

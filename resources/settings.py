@@ -124,6 +124,10 @@ class Settings(_Strict):
         return self.home / "mlflow"
 
     @property
+    def mlflow_tracking_uri(self) -> str:
+        return f"sqlite:///{self.mlflow_dir / 'mlflow.db'}"
+
+    @property
     def bentoml_home(self) -> Path:
         return self.home / "bentoml"
 

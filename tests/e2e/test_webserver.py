@@ -85,7 +85,8 @@ def test_ui_shows_groups_partitions_checks_and_metadata(webserver: dict) -> None
     nodes = {"/".join(n["assetKey"]["path"]): n for n in data}
     assert {k: n["groupName"] for k, n in nodes.items()} == {
         "stores": "ingest", "items": "ingest", "calendar": "ingest", "sales": "ingest",
-        "sales_quarantine": "ingest", "features": "features"}
+        "sales_quarantine": "ingest", "features": "features", "training_set": "training",
+        "demand_model": "training"}
     assert nodes["features"]["isPartitioned"]
     assert "Daily" in nodes["features"]["partitionDefinition"]["description"]
     checks = nodes["sales"]["assetChecksOrError"]["checks"]

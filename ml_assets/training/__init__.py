@@ -1,0 +1,1 @@
+"""Training set assembly and the XGBoost demand model."""

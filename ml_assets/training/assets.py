@@ -1,0 +1,110 @@
+"""Training assets: the training set (Delta) and the challenger model (MLflow run + version)."""
+
+import json
+import os
+import subprocess
+
+import dagster as dg
+import mlflow
+import polars as pl
+from mlflow.models import infer_signature
+
+from ml_assets.features.assets import FEATURES_TABLE
+from ml_assets.metadata import table_metadata
+from ml_assets.training.dataset import (
+    TARGET,
+    category_levels,
+    model_columns,
+    split_by_time,
+    to_matrix,
+)
+from ml_assets.training.model import BASE_PARAMS, OBJECTIVES, fit
+from resources.delta import DeltaStore
+from resources.platform import PlatformSettings
+from resources.tracking import REGISTERED_MODEL
+
+TRAINING_TABLE = "gold/training_set"
+TRIGGER_TAG = "retail_ml/trigger"
+
+
+def code_version() -> str:
+    """The git commit when there is one (a checkout), else the package version."""
+    try:
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
+                              text=True, check=True, timeout=5,
+                              cwd=os.path.dirname(__file__)).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        from importlib.metadata import version
+
+        return version("retail-ml-platform")
+
+
+@dg.asset(group_name="training", deps=["features"], kinds={"delta", "polars"},
+          description="Rows with a target from the feature table, split by time: the last "
+                      "horizon of periods validates (early stopping), the rest trains.")
+def training_set(context: dg.AssetExecutionContext, platform: PlatformSettings,
+                 delta: DeltaStore) -> dg.MaterializeResult:
+    ds = platform.get().dataset
+    features_version = delta.version(FEATURES_TABLE)
+    frame = split_by_time(delta.read(FEATURES_TABLE, features_version), ds.horizon_periods,
+                          ds.period_days)
+    version = delta.overwrite(TRAINING_TABLE, frame)
+    counts = dict(frame.group_by("split").len().rows())
+    return dg.MaterializeResult(metadata={
+        **table_metadata(frame, delta.uri(TRAINING_TABLE), version),
+        "features_delta_version": features_version,
+        "bronze_sales_delta_version": delta.version("bronze/sales"),
+        "train_rows": counts.get("train", 0),
+        "valid_rows": counts.get("valid", 0),
+        "valid_from": str(frame.filter(pl.col("split") == "valid").get_column("date").min()),
+    })
+
+
+@dg.asset(group_name="training", deps=["training_set"],
+          required_resource_keys={"mlflow", "delta"}, kinds={"xgboost", "mlflow"},
+          description="The challenger: a global XGBoost model (hist, native categoricals), "
+                      "early-stopped on the time split, logged to MLflow and registered as a "
+                      f"new version of `{REGISTERED_MODEL}` with alias `challenger`.")
+def demand_model(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
+    tracking, delta = context.resources.mlflow, context.resources.delta
+    training_version = delta.version(TRAINING_TABLE)
+    frame = delta.read(TRAINING_TABLE, training_version)
+    columns, levels = category_levels(frame, model_columns(frame.drop("split")))
+    train, valid = (frame.filter(pl.col("split") == s) for s in ("train", "valid"))
+    x_train, x_valid = to_matrix(train, columns, levels), to_matrix(valid, columns, levels)
+    result = fit(x_train, train.get_column(TARGET).to_numpy(), x_valid,
+                 valid.get_column(TARGET).to_numpy())
+    trigger = context.run.tags.get(TRIGGER_TAG, "manual")
+    lineage = {"delta.training_set": training_version,
+               "delta.features": delta.version(FEATURES_TABLE),
+               "delta.bronze_sales": delta.version("bronze/sales")}
+    tracking.log_params({**BASE_PARAMS, **OBJECTIVES[result.objective],
+                         "objective_choice": result.objective,
+                         "best_iteration": result.best_iteration,
+                         "n_features": len(columns.all)})
+    tracking.log_metrics({f"valid_wape_{name}": score
+                          for name, score in result.valid_wape.items()})
+    tracking.set_tags({**{k: str(v) for k, v in lineage.items()}, "trigger": trigger,
+                       "code_version": code_version(), "dagster_run_id": context.run_id})
+    tracking.log_dict({"numeric": columns.numeric, "categorical": columns.categorical,
+                       "category_levels": levels}, "features.json")
+    sample = x_valid.head(50)
+    info = mlflow.xgboost.log_model(
+        result.booster, name="model", model_format="ubj",
+        signature=infer_signature(sample, result.booster.inplace_predict(sample)),
+        registered_model_name=REGISTERED_MODEL, metadata={"features": json.dumps(levels)})
+    version = info.registered_model_version
+    client = mlflow.MlflowClient()
+    client.set_registered_model_alias(REGISTERED_MODEL, "challenger", version)
+    for key, value in {**lineage, "trigger": trigger}.items():
+        client.set_model_version_tag(REGISTERED_MODEL, version, key, str(value))
+    run = mlflow.active_run()
+    return dg.MaterializeResult(metadata={
+        "mlflow_run_id": run.info.run_id if run else None,
+        "model_version": version,
+        "objective": result.objective,
+        "valid_wape": {k: round(v, 4) for k, v in result.valid_wape.items()},
+        "best_iteration": result.best_iteration,
+        "features": len(columns.all),
+        **lineage,
+    })
