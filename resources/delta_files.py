@@ -86,8 +86,10 @@ def replace_window(uri: str, df: pl.DataFrame, window: Window, stats_columns: li
         if "://" not in uri:
             os.makedirs(uri, exist_ok=True)
         adds = _write_files(uri, df, stats_columns, storage_options)
-        create_table_with_add_actions(uri, Schema.from_arrow(df.to_arrow().schema), adds,
-                                      mode="error", storage_options=storage_options)
+        # The schema alone: converting the whole frame to Arrow for it cost seconds.
+        schema = Schema.from_arrow(df.clear().to_arrow().schema)
+        create_table_with_add_actions(uri, schema, adds, mode="error",
+                                      storage_options=storage_options)
         return 0
     actions: list[AddAction | RemoveAction] = []
     files = pl.DataFrame(table.get_add_actions(flatten=True))

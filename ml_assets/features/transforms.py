@@ -10,8 +10,8 @@ days; the evaluation report shows the error by horizon so that trade-off stays v
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from functools import partial
 
 import numpy as np
 import polars as pl
@@ -21,8 +21,10 @@ from ml_assets.features.panel import (
     Windows,
     build_panel,
     forward_fill,
+    lagged_mean,
     rolling_max,
     shift,
+    small_pages,
 )
 
 SERIES = ["store_id", "item_id"]
@@ -79,12 +81,25 @@ def _static_columns(frame: pl.DataFrame, key: str) -> pl.DataFrame:
             continue
         if dtype.is_numeric() or dtype == pl.Boolean:
             keep.append(name)
-        elif dtype == pl.Utf8:
-            lengths = frame.get_column(name).str.len_chars().mean() or 0
-            if lengths <= _STATIC_EXCLUDE_AVG_LEN:
+        elif dtype in (pl.Utf8, pl.Categorical) or isinstance(dtype, pl.Enum):
+            if _is_category(frame.get_column(name).cast(pl.Utf8)):
                 keep.append(name)
     prefix = {"store_id": "store", "item_id": "item", "date": "cal"}[key]
-    return frame.select(keep).rename({c: f"{prefix}_{c}" for c in keep if c != key})
+    numeric = {c for c in keep if frame.schema[c].is_numeric() or frame.schema[c] == pl.Boolean}
+    columns = [pl.col(c) if c in numeric else pl.col(c).cast(pl.Utf8) for c in keep[1:]]
+    return frame.select(key, *columns).rename({c: f"{prefix}_{c}" for c in keep if c != key})
+
+
+def _is_category(text: pl.Series) -> bool:
+    """Short labels, not free text (long, or several words) and not dates written as text."""
+    values = text.drop_nulls()
+    if values.is_empty():
+        return False
+    if (values.str.len_chars().mean() or 0) > _STATIC_EXCLUDE_AVG_LEN:
+        return False
+    if (values.str.count_matches(r"\S+").mean() or 0) >= 3:
+        return False
+    return values.str.to_date(strict=False).null_count() > 0  # not every value is a date
 
 
 def _attributes(table: pl.DataFrame, dim: pl.DataFrame | None, key: str) -> pl.DataFrame:
@@ -95,33 +110,70 @@ def _attributes(table: pl.DataFrame, dim: pl.DataFrame | None, key: str) -> pl.D
     return table.select(key).join(attrs, on=key, how="left", maintain_order="left").drop(key)
 
 
-def _window_features(sales: pl.DataFrame, panel: Panel, spec: FeatureSpec) -> list[pl.Series]:
-    """Lags, rolling statistics, price and promotion features, in the rows' own order."""
+def _gatherer(panel: Panel, out: list[pl.Series]) -> Callable[[str, np.ndarray], None]:
+    def add(name: str, matrix: np.ndarray) -> None:
+        # One matrix at a time, gathered and dropped: peak memory stays a few matrices, not 20.
+        out.append(pl.Series(name, panel.gather(matrix), nan_to_null=True))
+    return add
+
+
+def _float_matrix(sales: pl.DataFrame, panel: Panel, name: str) -> np.ndarray:
+    return panel.matrix(sales.get_column(name).cast(pl.Float64).to_numpy())
+
+
+def _sales_features(sales: pl.DataFrame, panel: Panel, spec: FeatureSpec) -> list[pl.Series]:
+    """Lags and rolling statistics of the target, up to the origin t - H."""
     short, mid, long_ = spec.windows
-    h = spec.horizon
-    column = lambda name: sales.get_column(name).cast(pl.Float64).to_numpy()  # noqa: E731
-    units_m = panel.matrix(column("units_sold"))
-    price_m = forward_fill(panel.matrix(column("price")))
-    promo_m = panel.matrix(sales.get_column("on_promo").fill_null(0).cast(pl.Float64).to_numpy())
+    h, out = spec.horizon, []
+    add = _gatherer(panel, out)
+    units_m = _float_matrix(sales, panel, "units_sold")
+    for k in spec.lags:
+        add(f"lag_{k}", shift(units_m, k))
+    add("seasonal_lag_mean", lagged_mean(units_m, spec.lags[:4]))
     units = Windows(units_m, centre_for_std=True)
-    prices = Windows(price_m)
-    # One matrix at a time, gathered and dropped: peak memory stays a few matrices, not 20.
-    recipes = {
-        **{f"lag_{k}": partial(shift, units_m, k) for k in spec.lags},
-        "seasonal_lag_mean": lambda: Windows.mean_of([shift(units_m, k) for k in spec.lags[:4]]),
-        **{f"mean_{w}": partial(units.mean, h, w) for w in (short, mid, long_)},
-        f"std_{mid}": partial(units.std, h, mid),
-        f"zero_share_{mid}": lambda: Windows(np.where(np.isnan(units_m), np.nan, units_m == 0))
-        .mean(h, mid),
-        "price": lambda: price_m,
-        "price_rel": lambda: price_m / prices.mean(h, mid),
-        "discount": lambda: 1.0 - price_m / rolling_max(price_m, h, long_),
-        "on_promo": lambda: promo_m,
-        "promo_prev": partial(shift, promo_m, 1),
-        f"promo_share_{mid}": lambda: Windows(promo_m).mean(h, mid),
-    }
-    return [pl.Series(name, panel.gather(make()), nan_to_null=True)
-            for name, make in recipes.items()]
+    for w in (short, mid, long_):
+        add(f"mean_{w}", units.mean(h, w))
+    add(f"std_{mid}", units.std(h, mid))
+    zeros = Windows(np.where(np.isnan(units_m), np.nan, units_m == 0), like=units)
+    add(f"zero_share_{mid}", zeros.mean(h, mid))
+    return out
+
+
+def _price_features(sales: pl.DataFrame, panel: Panel, spec: FeatureSpec) -> list[pl.Series]:
+    """Price at t (carried forward over gaps), relative to its past mean and past peak."""
+    _, mid, long_ = spec.windows
+    h, out = spec.horizon, []
+    add = _gatherer(panel, out)
+    price_m = forward_fill(_float_matrix(sales, panel, "price"))
+    add("price", price_m)
+    ratio = Windows(price_m).mean(h, mid)
+    add("price_rel", np.divide(price_m, ratio, out=ratio))
+    ratio = rolling_max(price_m, h, long_)
+    np.divide(price_m, ratio, out=ratio)
+    add("discount", np.subtract(1.0, ratio, out=ratio))
+    return out
+
+
+def _promo_features(sales: pl.DataFrame, panel: Panel, spec: FeatureSpec) -> list[pl.Series]:
+    """Promotion at t and t - 1, and its share over the past window."""
+    _, mid, _ = spec.windows
+    h, out = spec.horizon, []
+    add = _gatherer(panel, out)
+    promo_m = panel.matrix(sales.get_column("on_promo").fill_null(0).cast(pl.Float64).to_numpy())
+    add("on_promo", promo_m)
+    add("promo_prev", shift(promo_m, 1))
+    add(f"promo_share_{mid}", Windows(promo_m).mean(h, mid))
+    return out
+
+
+def _window_features(sales: pl.DataFrame, panel: Panel, spec: FeatureSpec) -> list[pl.Series]:
+    """Lags, rolling statistics, price and promotion features, in the rows' own order. Each
+    group frees its source matrix before the next one starts.
+
+    Not threaded: glibc gives each thread its own arena, which maps every matrix afresh, and
+    the page faults cost more than the second core gives back (benchmarks/README.md)."""
+    groups = (_sales_features, _price_features, _promo_features)
+    return [column for group in groups for column in group(sales, panel, spec)]
 
 
 def build_features(
@@ -138,6 +190,18 @@ def build_features(
     `first_sale` (series → `first_sale_date`) makes the series age independent of how much
     history was passed in; without it the earliest row passed in counts as the first sale.
     """
+    with small_pages():
+        return _build_features(sales, spec, stores, items, calendar, first_sale)
+
+
+def _build_features(
+    sales: pl.DataFrame,
+    spec: FeatureSpec,
+    stores: pl.DataFrame | None,
+    items: pl.DataFrame | None,
+    calendar: pl.DataFrame | None,
+    first_sale: pl.DataFrame | None,
+) -> pl.DataFrame:
     panel = build_panel(sales, SERIES, spec.period_days)
     columns = _window_features(sales, panel, spec)
     series = sales.select(SERIES).gather(panel.representative)
@@ -157,23 +221,29 @@ def build_features(
                         _attributes(series, items, "item_id")], how="horizontal")
     cal = _attributes(periods, calendar, "date")
     date = pl.col("date")
-    out = sales.select(
-        "date", *SERIES, pl.col("units_sold").cast(pl.Float64),
-        *[pl.col(c).cast(pl.Float64) for c in spec.numeric_covariates],
-        *[pl.col(c).cast(pl.Utf8) for c in spec.categorical_covariates],
+    # Calendar parts and calendar attributes per period, then one gather: no per-row date maths.
+    by_period = periods.select(
         date.dt.weekday().alias("day_of_week"),
         date.dt.day().alias("day_of_month"),
         date.dt.month().alias("month"),
         date.dt.week().alias("week_of_year"),
         date.dt.ordinal_day().alias("day_of_year"),
+    ).hstack(cal)
+    out = sales.select(
+        "date", *SERIES, pl.col("units_sold").cast(pl.Float64),
+        *[pl.col(c).cast(pl.Float64) for c in spec.numeric_covariates],
+        *[pl.col(c).cast(pl.Utf8) for c in spec.categorical_covariates],
     ).with_columns(
         *columns,
         periods_since_first_sale=age,
-    )
+    ).hstack(by_period.gather(_index(panel.t)))
     if static.width:
-        out = out.hstack(static.gather(panel.sid))
-    if cal.width:
-        out = out.hstack(cal.gather(panel.t))
+        out = out.hstack(static.gather(_index(panel.sid)))
     order = feature_columns(spec, static.columns, cal.columns)
-    return out.select("date", *SERIES, "units_sold", *order)
+    # select_seq only reorders; select would also rechunk the columns passed through from
+    # `sales` (one chunk per Parquet row group), copying them for nothing.
+    return out.select_seq("date", *SERIES, "units_sold", *order)
 
+
+def _index(rows: np.ndarray) -> pl.Series:
+    return pl.Series(rows, dtype=pl.get_index_type())

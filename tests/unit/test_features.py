@@ -545,18 +545,10 @@ def test_static_attributes_from_the_simulator(daily_out: pl.DataFrame, world: Wo
     assert row["store_region"] == store["region"]
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG transforms.py _static_columns: free text is detected only by a mean length > 30 chars "
-    "(_STATIC_EXCLUDE_AVG_LEN); the simulator's item descriptions average ~25 chars, so "
-    "`item_description` (one distinct value per item) is kept as a categorical feature"))
 def test_simulator_item_descriptions_are_not_features(daily_out: pl.DataFrame) -> None:
     assert "item_description" not in daily_out.columns
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG transforms.py _static_columns: dates are recognised by dtype only; attribute files "
-    "read from CSV (ingest/landing.py read_dimension, the simulator lands CSV) carry them as "
-    "10-char strings, which are kept as short categories (store_open_date, ...)"))
 def test_dates_in_csv_attribute_files_are_not_features(world: World, tmp_path) -> None:
     path = tmp_path / "stores.csv"
     world.stores.write_csv(path)
@@ -567,9 +559,6 @@ def test_dates_in_csv_attribute_files_are_not_features(world: World, tmp_path) -
     assert "store_open_date" not in out.columns
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG transforms.py _static_columns: only pl.Utf8 strings are considered; a pl.Categorical "
-    "or pl.Enum attribute (a category read from Parquet/pandas) is silently dropped"))
 def test_categorical_dtype_attributes_are_kept() -> None:
     items = pl.DataFrame({"item_id": ["A", "B"], "category": ["dairy", "snacks"]},
                          schema_overrides={"category": pl.Categorical})
@@ -717,10 +706,6 @@ def test_weekly_date_off_the_grid_names_the_row(weekly: pl.DataFrame) -> None:
         build_features(bad, WEEKLY)
 
 
-@pytest.mark.xfail(strict=True, raises=ValueError, reason=(
-    "BUG panel.py:133 shift(): `out[k:] = m[:len(m) - k]` fails to broadcast when "
-    "n < k <= 2n - 2; build_features then crashes on daily inputs spanning 15..48 or 183..363 "
-    "periods and weekly inputs spanning 5..10 or 27..51 periods"))
 @pytest.mark.parametrize(("spec", "n_periods"), [(DAILY, 30), (DAILY, 250), (WEEKLY, 40)],
                          ids=["daily-30", "daily-250", "weekly-40"])
 def test_short_histories_do_not_crash(daily: pl.DataFrame, weekly: pl.DataFrame,

@@ -170,11 +170,6 @@ def test_weekly_grid_accepts_weeks_and_rejects_an_off_grid_date() -> None:
     assert build_panel(bad, KEYS, 1).n_periods == 7 * (N_PERIODS - 1) + 1
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG panel.py:43-48: series ids are built from polars' process-global Categorical codes; "
-    "the `present` bitmap and its cumsum are sized by the product of those codes, not by the "
-    "frame, so any live Categorical elsewhere in the process inflates memory (84 GiB "
-    "MemoryError for 2 rows once 300k categories are alive)"))
 def test_build_panel_memory_does_not_depend_on_other_categoricals_in_the_process() -> None:
     alive = pl.Series([f"other-{uuid.uuid4().hex}" for i in range(1000)]).cast(pl.Categorical)
     tag = uuid.uuid4().hex  # ids never seen by the process before: they get fresh codes
@@ -193,15 +188,9 @@ def test_build_panel_memory_does_not_depend_on_other_categoricals_in_the_process
 
 # --- shift -------------------------------------------------------------------------------------
 
-_SHIFT_BUG = pytest.mark.xfail(strict=True, raises=ValueError, reason=(
-    "BUG panel.py:133 shift(): for n < k <= 2n-2, `out[k:] = m[:len(m) - k]` slices with a "
-    "negative stop and fails to broadcast (build_features crashes on 15..48 or 183..363 days)"))
-
-
 @pytest.mark.parametrize("k", [
     0, 1, 3, N_PERIODS - 1, N_PERIODS,
-    pytest.param(N_PERIODS + 1, marks=_SHIFT_BUG),
-    pytest.param(2 * N_PERIODS - 2, marks=_SHIFT_BUG),
+    N_PERIODS + 1, 2 * N_PERIODS - 2,
     2 * N_PERIODS - 1, 2 * N_PERIODS + 5,
 ])
 def test_shift_matches_groupby_shift(data: Data, k: int) -> None:

@@ -1,0 +1,1 @@
+"""`make bench`: performance benchmarks with reports under benchmarks/results/."""

@@ -1,0 +1,73 @@
+"""`make bench`: runs every benchmark; each writes its report under benchmarks/results/.
+
+    python -m benchmarks.run                  # all, at full scale
+    python -m benchmarks.run --quick          # all, at smoke-test scale (reports in results/quick)
+    python -m benchmarks.run --only features
+
+A benchmark is a name, a one-line description and a function taking `quick` that runs it and
+returns its result (with the report paths under "reports" and a one-line "headline"). Serving,
+drift and Spark benchmarks plug into BENCHMARKS the same way.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from benchmarks import features_bench
+
+
+@dataclass(frozen=True)
+class Benchmark:
+    description: str
+    run: Callable[[bool], dict[str, Any]]
+
+
+def _features(small: bool) -> dict[str, Any]:
+    quick = ["--series", "200", "--days", "400", "--out", str(features_bench.RESULTS / "quick")]
+    result = features_bench.main(quick if small else [])
+    assert result is not None
+    polars = result["summary"]["polars"]
+    headline = (f"{polars['rows']:,} rows, {polars['rows_per_s'] / 1e6:.2f}M rows/s end to end "
+                f"warm, {polars['cold_rows_per_s'] / 1e6:.2f}M cold")
+    if result.get("speedup"):
+        headline += f", {result['speedup']['warm']:.1f}x pandas"
+    if result.get("parity") is not None:
+        headline += ", outputs equal" if result["parity"]["equal"] else ", OUTPUTS DIFFER"
+    return {**result, "headline": headline}
+
+
+BENCHMARKS: dict[str, Benchmark] = {
+    "features": Benchmark("bronze Delta → full feature set → feature Delta, polars vs pandas",
+                          _features),
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--only", action="append", choices=sorted(BENCHMARKS),
+                        help="run just this benchmark (repeatable)")
+    parser.add_argument("--quick", action="store_true", help="smoke-test scale")
+    args = parser.parse_args(argv)
+    failed = False
+    done: list[tuple[str, dict[str, Any], float]] = []
+    for name in args.only or list(BENCHMARKS):
+        print(f"== {name}: {BENCHMARKS[name].description}", flush=True)
+        started = time.perf_counter()
+        result = BENCHMARKS[name].run(args.quick)
+        done.append((name, result, time.perf_counter() - started))
+        failed |= result.get("parity") is not None and not result["parity"]["equal"]
+    print("\nReports:")
+    for name, result, seconds in done:
+        print(f"  {name} ({seconds:.0f} s): {result['headline']}")
+        for path in result["reports"]:
+            print(f"    {path}")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
