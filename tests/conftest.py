@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import datetime as dt
+from dataclasses import dataclass
 from pathlib import Path
 
+import dagster as dg
 import pytest
 
 from resources.settings import Settings, load_settings
@@ -28,3 +30,33 @@ def small_world_env(home: Path, offset_days: int = 0, **extra: str) -> dict[str,
 @pytest.fixture
 def small_settings(tmp_path: Path) -> Settings:
     return load_settings(small_world_env(tmp_path / "home"))
+
+
+@dataclass
+class FeaturedWorld:
+    """A small world landed and run through `features_job` in a real (temporary) instance."""
+
+    settings: Settings
+    defs: dg.Definitions
+    instance: dg.DagsterInstance
+    keys: list[str]
+    result: dg.ExecuteInProcessResult
+    env: dict[str, str]
+
+
+def featured_world(home: Path) -> FeaturedWorld:
+    from ml_assets.definitions import build_definitions
+    from ml_assets.simulation.landing import land
+
+    env = small_world_env(home)
+    settings = load_settings(env)
+    land(settings)
+    defs = build_definitions(settings, env["RETAIL_ML_DATASET"])
+    (home / "dagster").mkdir(parents=True)
+    instance = dg.DagsterInstance.local_temp(str(home / "dagster"))
+    job = defs.resolve_job_def("features_job")
+    keys = job.partitions_def.get_partition_keys()
+    result = job.execute_in_process(instance=instance, tags={
+        "dagster/asset_partition_range_start": keys[0],
+        "dagster/asset_partition_range_end": keys[-1]})
+    return FeaturedWorld(settings, defs, instance, keys, result, env)

@@ -12,34 +12,17 @@ import dagster as dg
 import polars as pl
 import pytest
 
-from ml_assets.definitions import build_definitions
-from ml_assets.simulation.landing import land
-from resources.settings import load_settings
-from tests.conftest import small_world_env
+from tests.conftest import featured_world, small_world_env
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def _range_tags(keys: list[str]) -> dict[str, str]:
-    return {"dagster/asset_partition_range_start": keys[0],
-            "dagster/asset_partition_range_end": keys[-1]}
-
-
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory):
-    home = tmp_path_factory.mktemp("pipeline") / "home"
-    env = small_world_env(home)
-    settings = load_settings(env)
-    land(settings)
-    defs = build_definitions(settings, env["RETAIL_ML_DATASET"])
-    (home / "dagster").mkdir(parents=True)
-    instance = dg.DagsterInstance.local_temp(str(home / "dagster"))
-    job = defs.resolve_job_def("features_job")
-    keys = job.partitions_def.get_partition_keys()
-    result = job.execute_in_process(instance=instance, tags=_range_tags(keys))
-    yield {"settings": settings, "defs": defs, "instance": instance, "keys": keys,
-           "result": result, "env": env}
-    instance.dispose()
+    w = featured_world(tmp_path_factory.mktemp("pipeline") / "home")
+    yield {"settings": w.settings, "defs": w.defs, "instance": w.instance, "keys": w.keys,
+           "result": w.result, "env": w.env}
+    w.instance.dispose()
 
 
 def test_one_run_materializes_every_partition(world) -> None:

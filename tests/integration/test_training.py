@@ -10,29 +10,17 @@ import numpy as np
 import polars as pl
 import pytest
 
-from ml_assets.definitions import build_definitions
-from ml_assets.simulation.landing import land
 from ml_assets.training.dataset import Columns, to_matrix
 from ml_assets.training.model import predict
-from resources.settings import load_settings
 from resources.tracking import REGISTERED_MODEL
-from tests.conftest import small_world_env
+from tests.conftest import featured_world
 
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory: pytest.TempPathFactory):
-    home = tmp_path_factory.mktemp("training") / "home"
-    env = small_world_env(home)
-    settings = load_settings(env)
-    land(settings)
-    defs = build_definitions(settings, env["RETAIL_ML_DATASET"])
-    (home / "dagster").mkdir(parents=True)
-    instance = dg.DagsterInstance.local_temp(str(home / "dagster"))
-    features = defs.resolve_job_def("features_job")
-    keys = features.partitions_def.get_partition_keys()
-    assert features.execute_in_process(instance=instance, tags={
-        "dagster/asset_partition_range_start": keys[0],
-        "dagster/asset_partition_range_end": keys[-1]}).success
+    world = featured_world(tmp_path_factory.mktemp("training") / "home")
+    assert world.result.success
+    settings, defs, instance = world.settings, world.defs, world.instance
     result = dg.materialize(
         [defs.get_assets_def("training_set"), defs.get_assets_def("demand_model")],
         resources=defs.resources, instance=instance, tags={"retail_ml/trigger": "test"})
