@@ -62,18 +62,21 @@ def small_pages() -> Iterator[None]:
         _set_madvise_hugepage(before)
 
 
-def _local_codes(column: pl.Series) -> np.ndarray:
-    """Dense codes 0..n-1 over this column's own values. (polars' Categorical codes are shared
-    by the whole process, so their range says nothing about this frame.)"""
-    text = column.cast(pl.Utf8)
-    return text.cast(pl.Enum(text.unique().drop_nulls())).to_physical().cast(pl.Int64).to_numpy()
+def _local_codes(frame: pl.DataFrame, keys: list[str]) -> list[np.ndarray]:
+    """Dense codes 0..n-1 over each key column's own values. (polars' Categorical codes are
+    shared by the whole process, so their range says nothing about this frame.) One query per
+    step for all the key columns, which polars runs in parallel."""
+    text = frame.select(pl.col(key).cast(pl.Utf8) for key in keys)
+    levels = text.select(pl.all().unique().drop_nulls().implode()).row(0)
+    codes = text.select(pl.col(key).cast(pl.Enum(values)).to_physical().cast(pl.Int64)
+                        for key, values in zip(keys, levels, strict=True))
+    return [codes.get_column(key).to_numpy() for key in keys]
 
 
 def build_panel(frame: pl.DataFrame, keys: list[str], period_days: int) -> Panel:
     """Indexes rows by series and period. Rows must be unique per (keys, date)."""
     combined = np.zeros(frame.height, dtype=np.int64)
-    for key in keys:
-        col = _local_codes(frame.get_column(key))
+    for col in _local_codes(frame, keys):
         combined = combined * (int(col.max()) + 1 if col.size else 1) + col
     present = np.zeros(int(combined.max()) + 1 if combined.size else 1, dtype=bool)
     present[combined] = True
