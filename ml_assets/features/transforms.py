@@ -11,7 +11,7 @@ days; the evaluation report shows the error by horizon so that trade-off stays v
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import polars as pl
@@ -37,7 +37,6 @@ class FeatureSpec:
     period_days: int = 1  # 1 = daily, 7 = weekly
     numeric_covariates: tuple[str, ...] = ()
     categorical_covariates: tuple[str, ...] = ()
-    extra: dict[str, int] = field(default_factory=dict)  # reserved for per-dataset overrides
 
     @property
     def daily(self) -> bool:
