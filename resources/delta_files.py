@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import polars as pl
 import pyarrow.fs as pafs
 from deltalake import DeltaTable, Schema
+from deltalake.exceptions import TableNotFoundError
 from deltalake.transaction import AddAction, RemoveAction, create_table_with_add_actions
 
 ROWS_PER_FILE = 2_000_000
@@ -112,5 +113,5 @@ def replace_window(uri: str, df: pl.DataFrame, window: Window, stats_columns: li
 def _open(uri: str, storage_options: dict[str, str] | None) -> DeltaTable | None:
     try:
         return DeltaTable(uri, storage_options=storage_options)
-    except Exception:  # TableNotFoundError, across deltalake versions
+    except TableNotFoundError:  # anything else (credentials, network) must surface
         return None
