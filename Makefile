@@ -6,11 +6,14 @@ export DAGSTER_HOME ?= $(RETAIL_ML_HOME)/dagster
 # engine's time on our 2-core VMs (see benchmarks/README.md). Keep them in the process.
 export MALLOC_MMAP_THRESHOLD_ ?= 1073741824
 export MALLOC_TRIM_THRESHOLD_ ?= 4294967296
+export BENTOML_HOME ?= $(RETAIL_ML_HOME)/bentoml
+export BENTOML_DO_NOT_TRACK ?= true
+export MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR ?= false
 VENV := .venv
 RUN := $(VENV)/bin/python -m
 UV := $(shell command -v uv 2>/dev/null || echo $(VENV)/bin/uv)
 
-.PHONY: setup demo dev test lint bench clean
+.PHONY: setup demo dev serve mlflow test lint bench clean
 
 $(VENV)/.synced: pyproject.toml uv.lock
 	@test -d $(VENV) || python3 -m venv $(VENV)
@@ -26,6 +29,14 @@ demo: setup
 dev: setup
 	@mkdir -p $(DAGSTER_HOME)
 	$(VENV)/bin/dagster dev -w workspace.yaml
+
+# The latest Bento that `demand_forecaster_bento` built (make demo first).
+serve: setup
+	$(VENV)/bin/bentoml serve demand_forecaster:latest --port 3001
+
+mlflow: setup
+	$(VENV)/bin/mlflow ui --backend-store-uri sqlite:///$(RETAIL_ML_HOME)/mlflow/mlflow.db \
+		--port 5000
 
 test: setup
 	$(RUN) pytest -q

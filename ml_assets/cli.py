@@ -6,7 +6,6 @@ import argparse
 import datetime as dt
 import os
 import sys
-import time
 
 from resources.settings import load_settings
 
@@ -37,47 +36,11 @@ def simulate(args: argparse.Namespace) -> int:
 
 
 def demo(args: argparse.Namespace) -> int:
-    """Materializes the graph in the real instance under RETAIL_ML_HOME, for every partition.
-    With the simulated world, it first lands the history and every day up to yesterday."""
-    import dagster as dg
+    """Simulates (when the dataset is the simulated world), runs `full_pipeline` over every
+    partition in the real instance under RETAIL_ML_HOME and prints a summary."""
+    from ml_assets.demo import run
 
-    from ml_assets.definitions import build_definitions
-    from ml_assets.simulation.landing import land, landed_days
-
-    settings = load_settings()
-    dagster_home = os.environ.setdefault("DAGSTER_HOME", str(settings.dagster_home))
-    os.makedirs(dagster_home, exist_ok=True)
-    started = time.monotonic()
-    if settings.dataset.simulation is not None:
-        if not landed_days(settings):
-            land(settings)  # the history
-        land(settings, until=settings.today - dt.timedelta(days=1))
-    defs = build_definitions(settings, os.environ.get("RETAIL_ML_DATASET", "simulated"))
-    job = defs.resolve_job_def("features_job")
-    keys = job.partitions_def.get_partition_keys()  # type: ignore[union-attr]
-    with dg.DagsterInstance.get() as instance:
-        result = job.execute_in_process(
-            instance=instance,
-            tags={"dagster/asset_partition_range_start": keys[0],
-                  "dagster/asset_partition_range_end": keys[-1],
-                  "retail_ml/trigger": "make demo"},
-        )
-    print(summary(defs, settings, result, time.monotonic() - started))
-    return 0 if result.success else 1
-
-
-def summary(defs, settings, result, seconds: float) -> str:  # noqa: ANN001
-    delta = defs.resources["delta"]
-    counts = {t: delta.scan(t).select("date").collect().height
-              for t in ("bronze/sales", "bronze/sales_quarantine", "silver/features")
-              if delta.exists(t)}
-    lines = [f"retail-ml demo: {'succeeded' if result.success else 'FAILED'} "
-             f"in {seconds:.0f} s (run {result.run_id})",
-             f"  RETAIL_ML_HOME  {settings.home}"]
-    lines += [f"  {table:<26}{rows:>10,} rows, Delta v{delta.version(table)}"
-              for table, rows in counts.items()]
-    lines += ["next: make dev   (Dagster UI on http://127.0.0.1:3000)"]
-    return "\n".join(lines)
+    return run(load_settings(), os.environ.get("RETAIL_ML_DATASET", "simulated"))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -7,8 +7,12 @@ Built by a function, so settings are read when Dagster loads the code location, 
 import os
 
 import dagster as dg
+from dagster_mlflow import end_mlflow_on_run_finished
 
+from ml_assets.deployment.assets import champion, demand_forecaster_bento
+from ml_assets.evaluation.assets import model_evaluation
 from ml_assets.features.assets import build_feature_assets
+from ml_assets.forecasting.assets import batch_forecasts, forecast_features
 from ml_assets.ingest.assets import build_ingest_assets
 from ml_assets.partitions import build_partitions
 from ml_assets.training.assets import demand_model, training_set
@@ -16,23 +20,52 @@ from resources import build_resources
 from resources.settings import Settings, load_settings
 from sensors.landing import INGEST_JOB, landing_sensor
 
+RETRAIN_ASSETS = ["training_set", "demand_model", "model_evaluation", "champion",
+                  "demand_forecaster_bento"]
+
+
+def build_jobs() -> list:
+    def job(name: str, selection: dg.AssetSelection, description: str,
+            **kwargs: object):  # noqa: ANN202
+        return dg.define_asset_job(name, selection=selection, description=description,
+                                   **kwargs)  # type: ignore[arg-type]
+
+    mlflow_hooks = {end_mlflow_on_run_finished}
+    return [
+        job(INGEST_JOB, dg.AssetSelection.groups("ingest"),
+            "Landing files → bronze tables (run by the landing sensor)."),
+        job("features_job", dg.AssetSelection.groups("ingest", "features"),
+            "Ingest then features for a partition range."),
+        job("daily_forecast", dg.AssetSelection.groups("ingest", "features", "forecasting"),
+            "The daily cycle: ingest, features, next-horizon feature rows, batch forecasts."),
+        job("retrain", dg.AssetSelection.assets(*RETRAIN_ASSETS),
+            "Training set → challenger → evaluation (promotion gate) → champion → Bento.",
+            hooks=mlflow_hooks),
+        job("full_pipeline", dg.AssetSelection.all(),
+            "The whole graph: ingest through Bento and batch forecasts.", hooks=mlflow_hooks),
+    ]
+
 
 def build_definitions(settings: Settings, dataset_ref: str = "simulated") -> dg.Definitions:
     partitions = build_partitions(settings)
     assets = [*build_ingest_assets(partitions), *build_feature_assets(partitions),
-              training_set, demand_model]
-    ingest_job = dg.define_asset_job(
-        INGEST_JOB, selection=dg.AssetSelection.groups("ingest"),
-        description="Landing files → bronze tables (run by the landing sensor).")
-    features_job = dg.define_asset_job(
-        "features_job", selection=dg.AssetSelection.groups("ingest", "features"),
-        description="Ingest then features for a partition range.")
+              training_set, demand_model, model_evaluation, champion, demand_forecaster_bento,
+              forecast_features, batch_forecasts]
+    jobs = build_jobs()
+    daily = next(j for j in jobs if j.name == "daily_forecast")
+    retrain = next(j for j in jobs if j.name == "retrain")
     return dg.Definitions(
         assets=assets,
-        jobs=[ingest_job, features_job],
-        schedules=[dg.build_schedule_from_partitioned_job(
-            features_job, hour_of_day=2, name="daily_features",
-            default_status=dg.DefaultScheduleStatus.RUNNING)],
+        jobs=jobs,
+        schedules=[
+            dg.build_schedule_from_partitioned_job(
+                daily, hour_of_day=2, name="daily_forecast_schedule",
+                default_status=dg.DefaultScheduleStatus.RUNNING),
+            dg.ScheduleDefinition(
+                name="weekly_retrain", job=retrain, cron_schedule="0 4 * * 1",
+                default_status=dg.DefaultScheduleStatus.RUNNING,
+                description="Retrains every Monday at 04:00; the gate decides promotion."),
+        ],
         sensors=[landing_sensor],
         resources=build_resources(settings, dataset_ref),
     )

@@ -1,17 +1,23 @@
-"""Resource sets per environment, picked by one setting (RETAIL_ML_ENV)."""
+"""Resource sets per environment, picked by one setting (RETAIL_ML_ENV).
+
+The resource classes are imported where the sets are built, so that `resources.settings`
+stays light: the Bento service imports it without pulling in Dagster and MLflow.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from resources.delta import DeltaStore
-from resources.platform import PlatformSettings
-from resources.settings import Settings
-from resources.tracking import mlflow_tracking
+if TYPE_CHECKING:
+    from resources.settings import Settings
 
 
 def local_resources(settings: Settings, dataset_ref: str) -> dict[str, Any]:
     """Embedded defaults: Delta tables in folders, MLflow on sqlite, all under RETAIL_ML_HOME."""
+    from resources.delta import DeltaStore
+    from resources.platform import PlatformSettings
+    from resources.tracking import mlflow_tracking
+
     return {
         "platform": PlatformSettings.from_settings(settings, dataset_ref),
         "delta": DeltaStore(root=str(settings.delta_root)),

@@ -15,13 +15,17 @@ class PlatformSettings(dg.ConfigurableResource):
     dataset: str = "simulated"
     env: str = "local"
     today: str | None = None  # pins the clock (tests, reproductions); None = the wall clock
+    promotion_margin: float = 0.01
+    backtest_origins: int = 3
 
     _settings: Settings | None = PrivateAttr(default=None)
 
     def get(self) -> Settings:
         if self._settings is None:
             environ = {"RETAIL_ML_HOME": self.home, "RETAIL_ML_DATASET": self.dataset,
-                       "RETAIL_ML_ENV": self.env}
+                       "RETAIL_ML_ENV": self.env,
+                       "RETAIL_ML_PROMOTION_MARGIN": str(self.promotion_margin),
+                       "RETAIL_ML_BACKTEST_ORIGINS": str(self.backtest_origins)}
             if self.today:
                 environ["RETAIL_ML_TODAY"] = self.today
             self._settings = load_settings(environ)
@@ -30,4 +34,6 @@ class PlatformSettings(dg.ConfigurableResource):
     @classmethod
     def from_settings(cls, settings: Settings, dataset_ref: str) -> PlatformSettings:
         return cls(home=str(settings.home), dataset=dataset_ref, env=settings.env,
-                   today=settings.today.isoformat())
+                   today=settings.today.isoformat(),
+                   promotion_margin=settings.promotion_margin,
+                   backtest_origins=settings.backtest_origins)

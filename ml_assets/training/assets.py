@@ -7,6 +7,7 @@ import subprocess
 import dagster as dg
 import mlflow
 import polars as pl
+import xgboost as xgb
 from mlflow.models import infer_signature
 
 from ml_assets.features.assets import FEATURES_TABLE
@@ -27,6 +28,17 @@ TRAINING_TABLE = "gold/training_set"
 TRIGGER_TAG = "retail_ml/trigger"
 
 
+def run_trigger(context: dg.AssetExecutionContext) -> str:
+    """Why this run happened: an explicit trigger tag, else the schedule or sensor behind it."""
+    tags = context.run.tags
+    if TRIGGER_TAG in tags:
+        return tags[TRIGGER_TAG]
+    for kind in ("schedule", "sensor"):
+        if f"dagster/{kind}_name" in tags:
+            return f"{kind}:{tags[f'dagster/{kind}_name']}"
+    return "manual"
+
+
 def code_version() -> str:
     """The git commit when there is one (a checkout), else the package version."""
     try:
@@ -41,13 +53,14 @@ def code_version() -> str:
 
 @dg.asset(group_name="training", deps=["features"], kinds={"delta", "polars"},
           description="Rows with a target from the feature table, split by time: the last "
-                      "horizon of periods validates (early stopping), the rest trains.")
+                      "horizon of periods validates (early stopping), the training window "
+                      "before it trains, older rows are history for backtests.")
 def training_set(context: dg.AssetExecutionContext, platform: PlatformSettings,
                  delta: DeltaStore) -> dg.MaterializeResult:
     ds = platform.get().dataset
     features_version = delta.version(FEATURES_TABLE)
     frame = split_by_time(delta.read(FEATURES_TABLE, features_version), ds.horizon_periods,
-                          ds.period_days)
+                          ds.period_days, ds.training_window_periods)
     version = delta.overwrite(TRAINING_TABLE, frame)
     counts = dict(frame.group_by("split").len().rows())
     return dg.MaterializeResult(metadata={
@@ -56,8 +69,14 @@ def training_set(context: dg.AssetExecutionContext, platform: PlatformSettings,
         "bronze_sales_delta_version": delta.version("bronze/sales"),
         "train_rows": counts.get("train", 0),
         "valid_rows": counts.get("valid", 0),
+        "history_rows": counts.get("history", 0),
         "valid_from": str(frame.filter(pl.col("split") == "valid").get_column("date").min()),
     })
+
+
+class TrainingConfig(dg.Config):
+    max_rounds: int = 600  # early stopping usually ends far sooner
+    early_stopping_rounds: int = 30
 
 
 @dg.asset(group_name="training", deps=["training_set"],
@@ -65,7 +84,8 @@ def training_set(context: dg.AssetExecutionContext, platform: PlatformSettings,
           description="The challenger: a global XGBoost model (hist, native categoricals), "
                       "early-stopped on the time split, logged to MLflow and registered as a "
                       f"new version of `{REGISTERED_MODEL}` with alias `challenger`.")
-def demand_model(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
+def demand_model(context: dg.AssetExecutionContext, config: TrainingConfig
+                 ) -> dg.MaterializeResult:
     tracking, delta = context.resources.mlflow, context.resources.delta
     training_version = delta.version(TRAINING_TABLE)
     frame = delta.read(TRAINING_TABLE, training_version)
@@ -73,8 +93,9 @@ def demand_model(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
     train, valid = (frame.filter(pl.col("split") == s) for s in ("train", "valid"))
     x_train, x_valid = to_matrix(train, columns, levels), to_matrix(valid, columns, levels)
     result = fit(x_train, train.get_column(TARGET).to_numpy(), x_valid,
-                 valid.get_column(TARGET).to_numpy())
-    trigger = context.run.tags.get(TRIGGER_TAG, "manual")
+                 valid.get_column(TARGET).to_numpy(), max_rounds=config.max_rounds,
+                 early_stopping=config.early_stopping_rounds)
+    trigger = run_trigger(context)
     lineage = {"delta.training_set": training_version,
                "delta.features": delta.version(FEATURES_TABLE),
                "delta.bronze_sales": delta.version("bronze/sales")}
@@ -85,18 +106,23 @@ def demand_model(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
     tracking.log_metrics({f"valid_wape_{name}": score
                           for name, score in result.valid_wape.items()})
     tracking.set_tags({**{k: str(v) for k, v in lineage.items()}, "trigger": trigger,
-                       "code_version": code_version(), "dagster_run_id": context.run_id})
+                       "code_version": code_version(), "dagster_run_id": context.run.run_id})
     tracking.log_dict({"numeric": columns.numeric, "categorical": columns.categorical,
                        "category_levels": levels}, "features.json")
     sample = x_valid.head(50)
     info = mlflow.xgboost.log_model(
         result.booster, name="model", model_format="ubj",
         signature=infer_signature(sample, result.booster.inplace_predict(sample)),
-        registered_model_name=REGISTERED_MODEL, metadata={"features": json.dumps(levels)})
+        registered_model_name=REGISTERED_MODEL, metadata={"features": json.dumps(levels)},
+        # Declared, not inferred: inference shells out to `uv export` and costs seconds.
+        pip_requirements=[f"xgboost=={xgb.__version__}"])
     version = info.registered_model_version
     client = mlflow.MlflowClient()
     client.set_registered_model_alias(REGISTERED_MODEL, "challenger", version)
-    for key, value in {**lineage, "trigger": trigger}.items():
+    recipe = {"objective": result.objective, "rounds": result.best_iteration + 1,
+              "train_end": str(train.get_column("date").max()),
+              "valid_end": str(valid.get_column("date").max())}
+    for key, value in {**lineage, **recipe, "trigger": trigger}.items():
         client.set_model_version_tag(REGISTERED_MODEL, version, key, str(value))
     run = mlflow.active_run()
     return dg.MaterializeResult(metadata={

@@ -33,17 +33,21 @@ def model_columns(features: pl.DataFrame | pl.LazyFrame) -> Columns:
                    categorical=[c for c in cols if schema[c] == pl.Utf8])
 
 
-def split_by_time(features: pl.DataFrame, valid_periods: int, period_days: int) -> pl.DataFrame:
-    """Rows with a target, labelled `train` or `valid`: the last `valid_periods` periods validate
-    (early stopping), everything before trains. Time-based, never shuffled."""
+def split_by_time(features: pl.DataFrame, valid_periods: int, period_days: int,
+                  train_periods: int | None = None) -> pl.DataFrame:
+    """Rows with a target, labelled by time, never shuffled: the last `valid_periods` periods
+    are `valid` (early stopping), the `train_periods` before them `train` (all of them when
+    None), and anything older `history` (kept for backtests, which refit at earlier origins)."""
     labelled = features.filter(pl.col(TARGET).is_not_null())
     last = labelled.get_column("date").max()
     if last is None:
         raise ValueError("the feature table has no row with a target")
     cut = last - dt.timedelta(days=valid_periods * period_days)  # type: ignore[operator]
-    return labelled.with_columns(
-        pl.when(pl.col("date") > cut).then(pl.lit("valid")).otherwise(pl.lit("train"))
-        .alias("split"))
+    split = pl.when(pl.col("date") > cut).then(pl.lit("valid"))
+    if train_periods is not None:
+        start = cut - dt.timedelta(days=train_periods * period_days)
+        split = split.when(pl.col("date") <= start).then(pl.lit("history"))
+    return labelled.with_columns(split.otherwise(pl.lit("train")).alias("split"))
 
 
 def category_levels(frame: pl.DataFrame,

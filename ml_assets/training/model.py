@@ -17,13 +17,15 @@ from ml_assets.evaluation.metrics import wape
 
 BASE_PARAMS: dict[str, object] = {
     "tree_method": "hist",
-    "max_depth": 8,
-    "learning_rate": 0.08,
+    # Tuned for a whole retrain (fit + 3 backtest refits) in about a minute on 2 cores at the
+    # default world's 1.3M rows; a lower rate and deeper trees gained < 0.002 WAPE there.
+    "max_depth": 7,
+    "learning_rate": 0.2,
     "min_child_weight": 5.0,
-    "subsample": 0.8,
+    "subsample": 0.7,
     "colsample_bytree": 0.8,
     "max_cat_to_onehot": 1,
-    "max_bin": 255,
+    "max_bin": 63,
     "seed": 7,
     "nthread": 0,
 }
@@ -47,8 +49,18 @@ def predict(booster: xgb.Booster, x: pd.DataFrame) -> np.ndarray:
     return np.clip(booster.predict(matrix), 0.0, None)
 
 
+def params_for(objective: str) -> dict[str, object]:
+    return {**BASE_PARAMS, **OBJECTIVES[objective]}
+
+
+def refit(x: pd.DataFrame, y: np.ndarray, objective: str, rounds: int) -> xgb.Booster:
+    """The same recipe with a fixed number of rounds: how backtests refit at each origin."""
+    train = xgb.DMatrix(x, label=y, enable_categorical=True)
+    return xgb.train(params_for(objective), train, num_boost_round=max(rounds, 1))
+
+
 def fit(x_train: pd.DataFrame, y_train: np.ndarray, x_valid: pd.DataFrame,
-        y_valid: np.ndarray, max_rounds: int = 600, early_stopping: int = 40,
+        y_valid: np.ndarray, max_rounds: int = 600, early_stopping: int = 30,
         objectives: tuple[str, ...] = tuple(OBJECTIVES)) -> FitResult:
     """Fits each candidate objective with early stopping on the validation window and keeps the
     one with the lowest validation WAPE."""
@@ -57,7 +69,7 @@ def fit(x_train: pd.DataFrame, y_train: np.ndarray, x_valid: pd.DataFrame,
     best: FitResult | None = None
     scores: dict[str, float] = {}
     for name in objectives:
-        booster = xgb.train({**BASE_PARAMS, **OBJECTIVES[name]}, train,
+        booster = xgb.train(params_for(name), train,
                             num_boost_round=max_rounds, evals=[(valid, "valid")],
                             early_stopping_rounds=early_stopping, verbose_eval=False)
         best_iteration = booster.best_iteration

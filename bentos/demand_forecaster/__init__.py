@@ -1,0 +1,1 @@
+"""The demand forecaster Bento: service.py and its bentofile.yaml."""

@@ -1,0 +1,1 @@
+"""Champion promotion and the Bento build."""

@@ -1,0 +1,188 @@
+"""Small PNG plots of a backtest, for Dagster metadata (`MetadataValue.md`).
+
+Every function builds its own `matplotlib.figure.Figure` and renders it with the Agg canvas:
+pyplot's global figure registry is never touched, so the functions are safe to call from
+concurrent Dagster steps and leave no open figures behind. Images are kept small because
+`markdown_images` embeds them base64 in the metadata.
+
+Input frames are backtest frames (`backtest.backtest_frame` plus forecasts): `store_id`,
+`item_id`, `date`, `origin`, `horizon`, the actual `units_sold` and one Float64 column per
+forecaster. A forecaster whose column is missing or all null is skipped; degenerate inputs
+give an image that says why it is empty rather than an exception, since a plot must never
+fail the asset that reports it.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import math
+from collections.abc import Sequence
+
+import numpy as np
+import polars as pl
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.dates import AutoDateLocator, ConciseDateFormatter
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator, PercentFormatter
+
+from ml_assets.evaluation.metrics import metric_table
+
+ACTUAL = "units_sold"
+KEYS = ["store_id", "item_id"]
+DPI = 80
+# Stable colours per position in `forecasters`, so a forecaster looks the same in every plot.
+_PALETTE = ["tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple", "tab:brown",
+            "tab:pink", "tab:olive", "tab:cyan", "tab:gray"]
+
+
+def _png(fig: Figure) -> bytes:
+    FigureCanvasAgg(fig)
+    buf = io.BytesIO()
+    # No "Software" metadata: identical inputs give identical bytes.
+    fig.savefig(buf, format="png", dpi=DPI, metadata={"Software": None})
+    return buf.getvalue()
+
+
+def _message_png(text: str, size: tuple[float, float] = (6.0, 1.5)) -> bytes:
+    fig = Figure(figsize=size)
+    fig.text(0.5, 0.5, text, ha="center", va="center", fontsize=12, color="dimgray")
+    return _png(fig)
+
+
+def _present(col: str) -> pl.Expr:
+    return pl.col(col).is_not_null() & pl.col(col).cast(pl.Float64).is_not_nan()
+
+
+def _usable(frame: pl.DataFrame, forecasters: Sequence[str]) -> list[str]:
+    """The forecasters with a column holding at least one value, in the given order."""
+    cols = [f for f in dict.fromkeys(forecasters) if f in frame.columns]
+    if not cols or frame.is_empty():
+        return []
+    counts = frame.select(_present(c).sum().alias(c) for c in cols).row(0, named=True)
+    return [c for c in cols if counts[c] > 0]
+
+
+def _colour(forecasters: Sequence[str], name: str) -> str:
+    return _PALETTE[list(forecasters).index(name) % len(_PALETTE)]
+
+
+def representative_series(frame: pl.DataFrame, n: int = 4) -> list[tuple[str, str]]:
+    """Up to `n` (store_id, item_id) worth a look, deterministically and in this order: the
+    top seller, the most zero-heavy series (the slowest seller when none has zeros), the
+    median seller, then series spread evenly over the sales ranking."""
+    if n < 1 or frame.is_empty() or not {*KEYS, "date", ACTUAL} <= set(frame.columns):
+        return []
+    # Overlapping origins repeat a date: count each actual once.
+    stats = (frame.unique([*KEYS, "date"], keep="first", maintain_order=True)
+             .group_by(KEYS)
+             .agg(total=pl.col(ACTUAL).cast(pl.Float64).fill_nan(None).sum(),
+                  zeros=(pl.col(ACTUAL) == 0).mean().fill_null(0.0)))
+    ranked = [tuple(r) for r in stats.sort(["total", *KEYS], descending=[True, False, False])
+              .select(KEYS).rows()]
+    zero_heavy = stats.sort(["zeros", "total", *KEYS], descending=[True, False, False, False])
+    picks = [ranked[0], tuple(zero_heavy.row(0)[:2]), ranked[len(ranked) // 2]]
+    rest = [s for s in ranked if s not in picks]
+    if rest and n > 3:
+        spread = np.linspace(0, len(rest) - 1, num=min(n - 3, len(rest))).round().astype(int)
+        picks += [rest[i] for i in dict.fromkeys(spread.tolist())]
+    return list(dict.fromkeys(picks))[:n]
+
+
+def forecast_vs_actual_png(frame: pl.DataFrame, forecasters: Sequence[str],
+                           series: Sequence[tuple[str, str]]) -> bytes:
+    """One panel per series: the actuals as a black line, each forecaster's forecast as one
+    segment per origin (the windows tile), gaps where values are null."""
+    if not series or frame.is_empty() or not {*KEYS, "date", ACTUAL} <= set(frame.columns):
+        return _message_png("no backtest rows to plot")
+    usable = _usable(frame, forecasters)
+    ncols = 1 if len(series) == 1 else 2
+    nrows = math.ceil(len(series) / ncols)
+    fig = Figure(figsize=(8 if ncols == 1 else 10, 1 + 2.4 * nrows), layout="constrained")
+    axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
+    handles: dict[str, object] = {}
+    for ax, (store, item) in zip(axes, series, strict=False):
+        rows = frame.filter((pl.col("store_id") == store) & (pl.col("item_id") == item))
+        ax.set_title(f"{store} / {item}", fontsize=9)
+        if rows.is_empty():
+            ax.text(0.5, 0.5, "no data", ha="center", va="center", transform=ax.transAxes)
+            continue
+        actual = (rows.unique("date", keep="first").sort("date")
+                  .select("date", pl.col(ACTUAL).cast(pl.Float64).fill_null(np.nan)))
+        # Drawn on top, with dots so an actual isolated between nulls still shows.
+        (handles["actual"],) = ax.plot(actual["date"].to_numpy(), actual[ACTUAL].to_numpy(),
+                                       color="black", lw=1.2, marker=".", ms=3, zorder=3)
+        origin_groups = (rows.partition_by("origin", maintain_order=True)
+                         if "origin" in rows.columns else [rows])
+        for name in usable:
+            for window in origin_groups:
+                w = window.sort("date")
+                y = w[name].cast(pl.Float64).fill_null(np.nan).to_numpy()
+                (handles[name],) = ax.plot(w["date"].to_numpy(), y, lw=1,
+                                           color=_colour(forecasters, name))
+        locator = AutoDateLocator(maxticks=6)
+        ax.xaxis.set_major_locator(locator)
+        ax.xaxis.set_major_formatter(ConciseDateFormatter(locator))
+        ax.tick_params(labelsize=8)
+    for ax in axes[len(series):]:
+        ax.set_visible(False)
+    if handles:
+        fig.legend(list(handles.values()), list(handles), loc="outside upper center",
+                   ncols=min(len(handles), 5), fontsize=8, frameon=False)
+    return _png(fig)
+
+
+def error_by_horizon_png(frame: pl.DataFrame, forecasters: Sequence[str],
+                         period_days: int) -> bytes:
+    """WAPE per horizon step, one line per forecaster; the legend gives the pooled WAPE."""
+    if frame.is_empty() or not {"horizon", ACTUAL} <= set(frame.columns):
+        return _message_png("no backtest rows to score")
+    usable = _usable(frame, forecasters)
+    if not usable:
+        return _message_png("no forecasts to score")
+    frame = frame.filter(pl.col("horizon").is_not_null())
+    by_h = metric_table(frame, ACTUAL, usable, by=["horizon"])
+    overall = dict(metric_table(frame, ACTUAL, usable).select("forecaster", "wape").rows())
+    fig = Figure(figsize=(8, 4), layout="constrained")
+    ax = fig.add_subplot()
+    for name in usable:
+        line = by_h.filter(pl.col("forecaster") == name)
+        ax.plot(line["horizon"].to_numpy(), line["wape"].to_numpy(), marker="o", ms=3,
+                color=_colour(forecasters, name), label=f"{name} ({overall[name]:.1%})")
+    unit = {1: "days", 7: "weeks"}.get(period_days, f"{period_days}-day periods")
+    ax.set_xlabel(f"periods ahead ({unit})")
+    ax.set_ylabel("WAPE")
+    ax.set_title("Backtest WAPE by horizon", fontsize=10)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.yaxis.set_major_formatter(PercentFormatter(1.0))
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return _png(fig)
+
+
+def feature_importance_png(importance: dict[str, float], top: int = 20) -> bytes:
+    """Horizontal bars of the `top` features by gain (`Booster.get_score(importance_type=
+    "gain")`), the largest on top."""
+    items = sorted(((float(v), k) for k, v in importance.items() if math.isfinite(float(v))),
+                   key=lambda vk: (-vk[0], vk[1]))[:max(top, 0)]
+    if not items:
+        return _message_png("no feature importance")
+    gains, names = zip(*reversed(items), strict=True)
+    fig = Figure(figsize=(8, 1 + 0.22 * len(items)), layout="constrained")
+    ax = fig.add_subplot()
+    ax.barh([n if len(n) <= 40 else n[:39] + "…" for n in names], gains, color="tab:blue")
+    ax.set_xlabel("gain")
+    ax.set_title(f"Top {len(items)} features by gain", fontsize=10)
+    ax.tick_params(labelsize=8)
+    return _png(fig)
+
+
+def markdown_images(images: dict[str, bytes]) -> str:
+    """Markdown with a heading and an inline data-URI image per entry, as Dagster's UI renders
+    it in `MetadataValue.md`."""
+    parts = []
+    for title, png in images.items():
+        data = base64.b64encode(png).decode("ascii")
+        alt = title.replace("[", "(").replace("]", ")")
+        parts.append(f"### {title}\n\n![{alt}](data:image/png;base64,{data})\n")
+    return "\n".join(parts)

@@ -1,0 +1,69 @@
+"""Forecasting assets: next-horizon feature rows and the champion's batch forecasts."""
+
+import datetime as dt
+
+import dagster as dg
+import polars as pl
+
+from ml_assets.features.assets import feature_spec, read_feature_inputs
+from ml_assets.features.transforms import SERIES
+from ml_assets.forecasting.horizon import horizon_features
+from ml_assets.metadata import table_metadata
+from ml_assets.partitions import first_day
+from ml_assets.training.registry import load_alias
+from resources.delta import DeltaStore
+from resources.platform import PlatformSettings
+
+FORECAST_FEATURES_TABLE = "gold/forecast_features"
+BATCH_FORECASTS_TABLE = "gold/batch_forecasts"
+
+
+@dg.asset(group_name="forecasting", deps=["features"], kinds={"delta", "polars"},
+          description="Feature rows for every active series over the next horizon after the "
+                      "last landed day (the forecast origin), built by the same transforms as "
+                      "the training rows. What batch forecasts and the Bento service read.")
+def forecast_features(platform: PlatformSettings, delta: DeltaStore) -> dg.MaterializeResult:
+    settings = platform.get()
+    spec = feature_spec(settings.dataset)
+    origin = delta.scan("bronze/sales").select(pl.col("date").max()).collect().item()
+    if origin is None:
+        raise dg.Failure("bronze/sales is empty: materialize `sales` first")
+    step = dt.timedelta(days=spec.period_days)
+    inputs = read_feature_inputs(delta, origin + step, origin + (spec.horizon + 1) * step, spec,
+                                 first_day(settings))
+    table = horizon_features(inputs.pop("sales"), origin, spec, **inputs)
+    version = delta.overwrite(FORECAST_FEATURES_TABLE, table)
+    return dg.MaterializeResult(metadata={
+        **table_metadata(table, delta.uri(FORECAST_FEATURES_TABLE), version),
+        "origin": str(origin),
+        "series": table.select(SERIES).n_unique(),
+        "horizon_periods": spec.horizon,
+    })
+
+
+@dg.asset(group_name="forecasting", deps=["forecast_features", "champion"],
+          kinds={"delta", "xgboost"},
+          description="The champion's forecasts for every active series over the next horizon: "
+                      "Delta table `gold/batch_forecasts`, partitioned by forecast origin, with "
+                      "the model version on every row. Re-running an origin replaces it.")
+def batch_forecasts(platform: PlatformSettings, delta: DeltaStore) -> dg.MaterializeResult:
+    model = load_alias(platform.get().mlflow_tracking_uri, "champion")
+    if model is None:
+        raise dg.Failure("No model has the alias `champion` yet: run the `retrain` job")
+    features_version = delta.version(FORECAST_FEATURES_TABLE)
+    rows = delta.read(FORECAST_FEATURES_TABLE, features_version)
+    origin = rows.get_column("origin").max()
+    out = rows.select("origin", "date", *SERIES, "horizon").with_columns(
+        units_forecast=pl.Series(model.predict(rows), dtype=pl.Float64),
+        model_version=pl.lit(model.version),
+        model_run_id=pl.lit(model.run_id),
+        features_delta_version=pl.lit(features_version, pl.Int64),
+    )
+    version = delta.overwrite(BATCH_FORECASTS_TABLE, out, predicate=f"origin = '{origin}'",
+                              partition_by=["origin"])
+    return dg.MaterializeResult(metadata={
+        **table_metadata(out, delta.uri(BATCH_FORECASTS_TABLE), version),
+        "origin": str(origin),
+        "model_version": model.version,
+        "total_units_forecast": round(float(out.get_column("units_forecast").sum()), 1),
+    })

@@ -1,0 +1,72 @@
+"""The MLflow model registry as the source of truth: load a version with its feature columns.
+
+A model version is only usable together with the columns and category levels it was trained
+on (`features.json`, logged next to the model), so they are always loaded together.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import mlflow
+import numpy as np
+import pandas as pd
+import polars as pl
+import xgboost as xgb
+from mlflow.exceptions import MlflowException
+
+from ml_assets.training.dataset import Columns, to_matrix
+from ml_assets.training.model import predict
+from resources.tracking import REGISTERED_MODEL
+
+
+@dataclass
+class RegisteredModel:
+    version: str
+    run_id: str
+    booster: xgb.Booster
+    columns: Columns
+    levels: dict[str, list[str]]
+    tags: dict[str, str] = field(default_factory=dict)
+
+    def matrix(self, frame: pl.DataFrame) -> pd.DataFrame:
+        """Feature rows in this model's columns and levels; a column it knows but the rows lack
+        (the feature set changed since) counts as missing rather than failing."""
+        absent = [c for c in self.columns.all if c not in frame.columns]
+        frame = frame.with_columns(pl.lit(None, pl.Float64).alias(c) for c in absent)
+        return to_matrix(frame, self.columns, self.levels)
+
+    def predict(self, frame: pl.DataFrame) -> np.ndarray:
+        return predict(self.booster, self.matrix(frame))
+
+    @property
+    def column_info(self) -> dict[str, object]:
+        return {"numeric": self.columns.numeric, "categorical": self.columns.categorical,
+                "category_levels": self.levels}
+
+
+def alias_version(client: mlflow.MlflowClient, alias: str) -> str | None:
+    """The version an alias points to, or None when the alias (or the model) does not exist."""
+    try:
+        return str(client.get_model_version_by_alias(REGISTERED_MODEL, alias).version)
+    except MlflowException:
+        return None
+
+
+def load_version(tracking_uri: str, version: str) -> RegisteredModel:
+    client = mlflow.MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+    mv = client.get_model_version(REGISTERED_MODEL, version)
+    mlflow.set_registry_uri(tracking_uri)
+    mlflow.set_tracking_uri(tracking_uri)
+    booster = mlflow.xgboost.load_model(f"models:/{REGISTERED_MODEL}/{version}")
+    features = mlflow.artifacts.load_dict(f"runs:/{mv.run_id}/features.json")
+    return RegisteredModel(
+        version=str(mv.version), run_id=mv.run_id, booster=booster,
+        columns=Columns(features["numeric"], features["categorical"]),
+        levels=features["category_levels"], tags=dict(mv.tags))
+
+
+def load_alias(tracking_uri: str, alias: str) -> RegisteredModel | None:
+    client = mlflow.MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+    version = alias_version(client, alias)
+    return None if version is None else load_version(tracking_uri, version)

@@ -1,0 +1,155 @@
+"""Training → evaluation → promotion gate → champion on a small world: a real Dagster instance,
+Delta on a temporary folder, MLflow on sqlite. The gate must pass a good first model, block a
+worse challenger, and move the aliases only when it passes."""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+from pathlib import Path
+
+import dagster as dg
+import mlflow
+import polars as pl
+import pytest
+
+from ml_assets.definitions import build_definitions
+from ml_assets.simulation.landing import land, landed_days
+from ml_assets.training.registry import alias_version
+from resources.settings import load_settings
+from resources.tracking import REGISTERED_MODEL
+from tests.conftest import TODAY, FeaturedWorld, small_world_env
+
+SHIFT_DAY = TODAY - dt.timedelta(days=42)
+PATH = ["training_set", "demand_model", "model_evaluation", "champion"]
+
+
+def _retrain(world, trigger: str, max_rounds: int = 600) -> dg.ExecuteInProcessResult:
+    result = dg.materialize(
+        [world.defs.get_assets_def(a) for a in PATH], resources=world.defs.resources,
+        instance=world.instance, tags={"retail_ml/trigger": trigger}, raise_on_error=False,
+        run_config={"ops": {"demand_model": {"config": {"max_rounds": max_rounds}}}})
+    mlflow.end_run()
+    return result
+
+
+def _gate(result: dg.ExecuteInProcessResult) -> dg.AssetCheckEvaluation:
+    (gate,) = [c for c in result.get_asset_check_evaluations()
+               if c.check_name == "promotion_gate"]
+    return gate
+
+
+def _aliases(client: mlflow.MlflowClient) -> dict[str, str | None]:
+    return {a: alias_version(client, a) for a in ("challenger", "champion", "previous")}
+
+
+def _features(world: FeaturedWorld, start: str, end: str) -> None:
+    job = world.defs.resolve_job_def("features_job")
+    done = job.execute_in_process(instance=world.instance, tags={
+        "dagster/asset_partition_range_start": start,
+        "dagster/asset_partition_range_end": end})
+    assert done.success
+
+
+def _world(home: Path, instance: dg.DagsterInstance, today: dt.date) -> FeaturedWorld:
+    """The small world as seen on `today`: its 180-day history starts on the same day
+    whatever `today` is, and days after the history are landed separately."""
+    env = small_world_env(home, offset_days=(today - SHIFT_DAY).days,
+                          RETAIL_ML_TODAY=today.isoformat())
+    settings = load_settings(env)
+    defs = build_definitions(settings, env["RETAIL_ML_DATASET"])
+    return FeaturedWorld(settings, defs, instance, [], None, env)  # type: ignore[arg-type]
+
+
+@pytest.fixture(scope="module")
+def story(tmp_path_factory: pytest.TempPathFactory):
+    """Four steps in one world, with the registry's aliases recorded after each: a first
+    model, a worse challenger, `champion` alone, and, six weeks later, a challenger trained
+    after the world's demand shifted up by half, which the stale champion has not seen."""
+    home = tmp_path_factory.mktemp("promotion") / "home"
+    instance = dg.DagsterInstance.ephemeral()
+    world = _world(home, instance, SHIFT_DAY)
+    land(world.settings)
+    _features(world, *[d.isoformat() for d in landed_days(world.settings)[::179]])
+    client = mlflow.MlflowClient(tracking_uri=world.settings.mlflow_tracking_uri)
+    steps: dict[str, tuple[dg.ExecuteInProcessResult, dict]] = {}
+    steps["first"] = _retrain(world, "first"), _aliases(client)
+    steps["worse"] = _retrain(world, "worse", max_rounds=2), _aliases(client)
+    alone = dg.materialize([world.defs.get_assets_def("champion")],
+                           resources=world.defs.resources, instance=world.instance,
+                           raise_on_error=False)
+    steps["champion_alone"] = alone, _aliases(client)
+
+    later = _world(home, instance, TODAY)
+    new_days = land(later.settings, until=TODAY - dt.timedelta(days=1),
+                    scenario=("level_shift", 1.5))
+    _features(later, *[p.stem.removeprefix("sales_") for p in (new_days[0], new_days[-1])])
+    steps["after_shift"] = _retrain(later, "after_shift"), _aliases(client)
+    yield later, client, steps
+    instance.dispose()
+
+
+def test_first_model_passes_the_gate_and_becomes_champion(story) -> None:
+    _, client, steps = story
+    first, aliases = steps["first"]
+    assert first.success
+    gate = _gate(first)
+    assert gate.passed and "no champion yet" in gate.description
+    assert aliases == {"challenger": "1", "champion": "1", "previous": None}
+    tags = client.get_model_version(REGISTERED_MODEL, "1").tags
+    assert tags["promotion_trigger"] == "first" and tags["gate"] == "passed"
+    assert float(tags["backtest_wape"]) < float(tags["seasonal_naive_wape"])
+    assert tags["promoted_by_run"] == first.run_id
+
+
+def test_report_has_every_scope_and_the_plots(story) -> None:
+    world, client, steps = story
+    first, _ = steps["first"]
+    report = world.defs.resources["delta"].read("gold/model_evaluation")
+    assert set(report.get_column("scope")) == {"overall", "horizon_bucket", "category", "store"}
+    first_report = report.filter(pl.col("model_version") == "1")
+    assert set(first_report.get_column("forecaster")) == {"challenger", "seasonal_naive",
+                                                          "moving_average_28"}
+    overall = first_report.filter(pl.col("scope") == "overall")
+    metrics = overall.select("wape", "mae", "rmse", "bias", "mase", "rmspe")
+    assert metrics.null_count().sum_horizontal().item() == 0
+    assert not any(metrics.select(pl.all().is_nan().any()).row(0))
+    (mat,) = first.asset_materializations_for_node("model_evaluation")
+    encoded = mat.metadata["plots"].value.split("data:image/png;base64,")[1].split(")")[0]
+    assert base64.b64decode(encoded).startswith(b"\x89PNG")
+    run_id = client.get_model_version(REGISTERED_MODEL, "1").run_id
+    artifacts = {Path(a.path).name for a in client.list_artifacts(run_id, "evaluation")}
+    assert {"forecast_vs_actual.png", "error_by_horizon.png",
+            "feature_importance.png"} <= artifacts
+
+
+def test_worse_challenger_is_blocked_and_aliases_stay(story) -> None:
+    _, client, steps = story
+    worse, aliases = steps["worse"]
+    assert not worse.success
+    gate = _gate(worse)
+    assert not gate.passed and gate.description.startswith("Blocked")
+    assert gate.metadata["reason"].value == gate.description
+    ran = {e.step_key for e in worse.all_events if e.event_type_value == "STEP_SUCCESS"}
+    assert "champion" not in ran  # nothing downstream of the gate ran
+    assert aliases == {"challenger": "2", "champion": "1", "previous": None}
+    assert client.get_model_version(REGISTERED_MODEL, "2").tags["gate"] == "blocked"
+
+
+def test_champion_alone_refuses_a_challenger_the_gate_blocked(story) -> None:
+    _, _, steps = story
+    alone, aliases = steps["champion_alone"]
+    assert not alone.success
+    assert aliases["champion"] == "1"
+
+
+def test_challenger_after_a_shift_beats_the_stale_champion(story) -> None:
+    _, client, steps = story
+    after, aliases = steps["after_shift"]
+    assert after.success, _gate(after).description
+    assert aliases == {"challenger": "3", "champion": "3", "previous": "1"}
+    tags = client.get_model_version(REGISTERED_MODEL, "3").tags
+    assert tags["replaced_version"] == "1" and tags["promotion_trigger"] == "after_shift"
+    (mat,) = after.asset_materializations_for_node("model_evaluation")
+    assert mat.metadata["champion_staleness_days"].value >= 35
+    assert float(tags["backtest_wape"]) <= float(tags["champion_wape"]) * 0.99
