@@ -145,7 +145,8 @@ def model_evaluation(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
             "champion_staleness_days": candidates[-1].lag_days if champion else 0,
             **headline,
             "gate": decision.reason,
-            "origins": str(backtest.get_column("origin").unique().sort().to_list()),
+            "origins": dg.MetadataValue.json(
+                [str(o) for o in backtest.get_column("origin").unique().sort()]),
             "scored_rows": backtest.height,
             "training_set_delta_version": training_version,
             "evaluation_delta_version": delta_version,

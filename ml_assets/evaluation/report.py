@@ -34,7 +34,6 @@ class Candidate:
     name: str
     refit: Refit
     lag_days: int = 0  # its training data ends this much before each origin
-CATEGORY_COLUMNS = ("item_category", "item_department", "store_store_type")
 
 
 @dataclass(frozen=True)
@@ -52,9 +51,39 @@ class BacktestSpec:
 
 
 def category_column(frame: pl.DataFrame) -> str | None:
-    """The attribute the report groups by as 'category': the first one the data has."""
-    return next((c for c in CATEGORY_COLUMNS if c in frame.columns
-                 and frame.get_column(c).null_count() < frame.height), None)
+    """The attribute the report groups by as 'category': `item_category` when the data has
+    it, else the first categorical item attribute, else the first categorical store one."""
+    present = [c for c, t in frame.schema.items()
+               if t == pl.Utf8 and frame.get_column(c).null_count() < frame.height]
+    ranked = ([c for c in present if c == "item_category"]
+              + [c for c in present if c.startswith("item_")]
+              + [c for c in present if c.startswith("store_")])
+    return ranked[0] if ranked else None
+
+
+def plan_origins(dates: pl.Series, spec: BacktestSpec) -> tuple[list[dt.date], int]:
+    """The backtest origins and the horizon they are scored over.
+
+    The full plan is `n_origins` origins, each over the whole horizon, each with at least a
+    horizon of history before it (lags start there). A shorter history gets as many full
+    origins as fit, and below one, a single origin a horizon after the start, scored over
+    what remains: a real dataset with a short history still gets a report rather than a crash.
+    """
+    first, last = dates.min(), dates.max()
+    if first is None or last is None:
+        raise ValueError("no labelled rows to backtest on")
+    step = dt.timedelta(days=spec.period_days)
+    earliest = first + spec.horizon * step  # type: ignore[operator]
+    fit = sum(1 for k in range(1, spec.n_origins + 1)
+              if last - k * spec.horizon * step >= earliest)  # type: ignore[operator]
+    if fit:
+        return rolling_origins(last, spec.horizon, spec.period_days, fit), spec.horizon
+    remaining = (last - earliest).days // spec.period_days  # type: ignore[operator]
+    if remaining < 1:
+        raise ValueError(f"{(last - first).days + 1} days of history cannot be backtested "  # type: ignore[operator]
+                         f"over a horizon of {spec.horizon} periods: it needs more than two "
+                         "horizons of data")
+    return [earliest], remaining
 
 
 def run_backtest(labelled: pl.DataFrame, spec: BacktestSpec,
@@ -62,19 +91,12 @@ def run_backtest(labelled: pl.DataFrame, spec: BacktestSpec,
     """One row per scored (series, date, origin): keys, `horizon`, the actual, `category`, and
     one column per candidate and baseline. `labelled` is the feature table's rows with a
     target."""
-    last = labelled.get_column("date").max()
-    if last is None:
-        raise ValueError("no labelled rows to backtest on")
-    origins = rolling_origins(last, spec.horizon, spec.period_days, spec.n_origins)
-    first = labelled.get_column("date").min()
-    if origins[0] <= first:
-        raise ValueError(f"{spec.n_origins} backtest origins of {spec.horizon} periods need "
-                         f"history before {origins[0]}; the data starts on {first}")
+    origins, horizon = plan_origins(labelled.get_column("date"), spec)
     category = category_column(labelled)
     window = dt.timedelta(days=spec.train_window * spec.period_days)
     parts = []
     for origin in origins:
-        rows = backtest_frame(labelled, origin, spec.horizon, spec.period_days)
+        rows = backtest_frame(labelled, origin, horizon, spec.period_days)
         out = rows.select(*SERIES, "date", "origin", "horizon", TARGET,
                           (pl.col(category) if category else pl.lit("all")).alias("category"))
         for model in candidates:

@@ -91,6 +91,9 @@ def demand_model(context: dg.AssetExecutionContext, config: TrainingConfig
     frame = delta.read(TRAINING_TABLE, training_version)
     columns, levels = category_levels(frame, model_columns(frame.drop("split")))
     train, valid = (frame.filter(pl.col("split") == s) for s in ("train", "valid"))
+    if train.height == 0:
+        raise dg.Failure("The training set has no training rows: the history is shorter than "
+                         "the validation window (one horizon). Land more history first.")
     x_train, x_valid = to_matrix(train, columns, levels), to_matrix(valid, columns, levels)
     result = fit(x_train, train.get_column(TARGET).to_numpy(), x_valid,
                  valid.get_column(TARGET).to_numpy(), max_rounds=config.max_rounds,
@@ -109,6 +112,8 @@ def demand_model(context: dg.AssetExecutionContext, config: TrainingConfig
                        "code_version": code_version(), "dagster_run_id": context.run.run_id})
     tracking.log_dict({"numeric": columns.numeric, "categorical": columns.categorical,
                        "category_levels": levels}, "features.json")
+    # Registered where this run tracks (dagster-mlflow sets only the tracking URI).
+    mlflow.set_registry_uri(mlflow.get_tracking_uri())
     sample = x_valid.head(50)
     info = mlflow.xgboost.log_model(
         result.booster, name="model", model_format="ubj",

@@ -6,7 +6,10 @@ on (`features.json`, logged next to the model), so they are always loaded togeth
 
 from __future__ import annotations
 
+import json
+import tempfile
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import mlflow
 import numpy as np
@@ -54,12 +57,17 @@ def alias_version(client: mlflow.MlflowClient, alias: str) -> str | None:
 
 
 def load_version(tracking_uri: str, version: str) -> RegisteredModel:
+    """Loads through explicit URIs, never MLflow's process-wide ones: several homes (tests,
+    reproductions) can live in one process."""
     client = mlflow.MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
     mv = client.get_model_version(REGISTERED_MODEL, version)
-    mlflow.set_registry_uri(tracking_uri)
-    mlflow.set_tracking_uri(tracking_uri)
-    booster = mlflow.xgboost.load_model(f"models:/{REGISTERED_MODEL}/{version}")
-    features = mlflow.artifacts.load_dict(f"runs:/{mv.run_id}/features.json")
+    with tempfile.TemporaryDirectory() as tmp:
+        model_dir = mlflow.artifacts.download_artifacts(
+            artifact_uri=mv.source, dst_path=tmp, tracking_uri=tracking_uri,
+            registry_uri=tracking_uri)
+        booster = mlflow.xgboost.load_model(model_dir)
+        features_file = client.download_artifacts(mv.run_id, "features.json", tmp)
+        features = json.loads(Path(features_file).read_text())
     return RegisteredModel(
         version=str(mv.version), run_id=mv.run_id, booster=booster,
         columns=Columns(features["numeric"], features["categorical"]),

@@ -16,6 +16,7 @@ import shutil
 from pathlib import Path
 
 import dagster as dg
+import mlflow
 import polars as pl
 
 from ml_assets.definitions import build_definitions
@@ -55,6 +56,25 @@ def _metadata(instance: dg.DagsterInstance, asset: str) -> dict[str, object]:
     event = instance.get_latest_materialization_event(dg.AssetKey(asset))
     assert event is not None and event.asset_materialization is not None
     return {k: v.value for k, v in event.asset_materialization.metadata.items()}
+
+
+def _train_and_evaluate(tmp_path: Path, yaml_name: str, instance: dg.DagsterInstance,
+                        today: str) -> dict[str, object]:
+    """The retrain path up to the report: it must run on short, gappy, zero-heavy real data."""
+    env = {"RETAIL_ML_HOME": str(tmp_path / "home"), "RETAIL_ML_DATASET": str(tmp_path / yaml_name),
+           "RETAIL_ML_TODAY": today}
+    defs = build_definitions(load_settings(env), env["RETAIL_ML_DATASET"])
+    result = dg.materialize(
+        [defs.get_assets_def(a) for a in ("training_set", "demand_model", "model_evaluation")],
+        resources=defs.resources, instance=instance, raise_on_error=False)
+    mlflow.end_run()
+    failures = [e.event_specific_data.error.message for e in result.all_events  # type: ignore[union-attr]
+                if e.event_type_value == "STEP_FAILURE" and e.step_key != "model_evaluation"]
+    assert not failures, failures
+    (gate,) = result.get_asset_check_evaluations()
+    evaluation = _metadata(instance, "model_evaluation")
+    assert evaluation["wape_challenger"] == evaluation["wape_challenger"]  # not NaN
+    return {"gate": gate, **evaluation}
 
 
 def _checks(result: dg.ExecuteInProcessResult) -> dict[str, bool]:
@@ -153,6 +173,10 @@ def test_store_daily_example_ingests_rossmann_shaped_files(tmp_path: Path) -> No
     assert set(earlier) == {"1", "2"}
     assert last == {**earlier, "3": None}
 
+    # 82 days against a 42-day horizon: one shortened backtest origin, not a crash
+    report = _train_and_evaluate(tmp_path, "store_daily.yaml", instance, "2015-08-15")
+    assert report["origins"] == [str(ROSSMANN_START + dt.timedelta(days=42))]
+
 
 # --- Walmart-style: weekly, store x department --------------------------------------------------
 
@@ -227,3 +251,7 @@ def test_dept_weekly_example_ingests_walmart_shaped_files(tmp_path: Path) -> Non
     last = table.filter(pl.col("date") == WALMART_END)
     assert last.height == 3 * len(DEPTS)
     assert last.get_column("lag_52").null_count() == 0
+
+    # 62 weeks: three full 8-week origins, holiday weeks and clipped returns included
+    report = _train_and_evaluate(tmp_path, "dept_weekly.yaml", instance, "2012-11-10")
+    assert report["origins"] == [str(WALMART_END - dt.timedelta(weeks=8 * k)) for k in (3, 2, 1)]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -34,11 +35,23 @@ def test_simulate_lands_history_then_days_up_to_yesterday(tmp_path: Path) -> Non
     assert "up to date" in again.stdout
 
 
-def test_demo_materializes_ingest_and_features_in_dagster_home(tmp_path: Path) -> None:
+def test_demo_runs_the_whole_graph_and_prints_the_summary(tmp_path: Path) -> None:
     env = small_world_env(tmp_path / "home")
     done = _cli(env, "demo")
     assert done.returncode == 0, done.stderr[-3000:]
-    assert "succeeded" in done.stdout
-    assert "silver/features" in done.stdout
+    out = done.stdout
+    assert "retail-ml demo: succeeded" in out
+    assert re.search(r"challenger +v1: backtest WAPE [0-9.]+ vs seasonal naive [0-9.]+", out)
+    assert "champion         demand_forecaster v1" in out
+    bento_tag = re.search(r"Bento +(demand_forecaster:\w+)", out)
+    assert bento_tag, out
+    assert (tmp_path / "home" / "bentoml" / "bentos" / "demand_forecaster").is_dir()
+    assert "gold/batch_forecasts" in out and "make serve" in out and "make dev" in out
     # the run is recorded where `make dev` will find it
     assert (tmp_path / "home" / "dagster" / "history" / "runs.db").exists()
+
+    # a second demo on unchanged data retrains, and the gate keeps the champion: not an error
+    again = _cli(env, "demo")
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "the promotion gate kept the current champion" in again.stdout
+    assert "challenger       v2" in again.stdout
