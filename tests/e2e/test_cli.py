@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
+import signal
 import subprocess
 import sys
+import time
+from collections.abc import Iterator
 from pathlib import Path
+
+import polars as pl
+import pytest
+import requests
 
 from tests.conftest import small_world_env
 
@@ -35,23 +43,85 @@ def test_simulate_lands_history_then_days_up_to_yesterday(tmp_path: Path) -> Non
     assert "up to date" in again.stdout
 
 
-def test_demo_runs_the_whole_graph_and_prints_the_summary(tmp_path: Path) -> None:
-    env = small_world_env(tmp_path / "home")
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    home = tmp_path_factory.mktemp("demo") / "home"
+    env = small_world_env(home)
     done = _cli(env, "demo")
     assert done.returncode == 0, done.stderr[-3000:]
-    out = done.stdout
+    return {"home": home, "env": env, "out": done.stdout}
+
+
+def test_demo_runs_the_whole_graph_and_prints_the_summary(demo: dict) -> None:
+    out, home = demo["out"], demo["home"]
     assert "retail-ml demo: succeeded" in out
     assert re.search(r"challenger +v1: backtest WAPE [0-9.]+ vs seasonal naive [0-9.]+", out)
     assert "champion         demand_forecaster v1" in out
-    bento_tag = re.search(r"Bento +(demand_forecaster:\w+)", out)
-    assert bento_tag, out
-    assert (tmp_path / "home" / "bentoml" / "bentos" / "demand_forecaster").is_dir()
+    assert re.search(r"Bento +demand_forecaster:\w+", out), out
+    assert (home / "bentoml" / "bentos" / "demand_forecaster").is_dir()
     assert "gold/batch_forecasts" in out and "make serve" in out and "make dev" in out
     # the run is recorded where `make dev` will find it
-    assert (tmp_path / "home" / "dagster" / "history" / "runs.db").exists()
+    assert (home / "dagster" / "history" / "runs.db").exists()
 
-    # a second demo on unchanged data retrains, and the gate keeps the champion: not an error
-    again = _cli(env, "demo")
+
+def _make(target: str, env: dict[str, str]) -> subprocess.Popen:
+    # BENTOML_HOME and DAGSTER_HOME unset: the Makefile derives them from RETAIL_ML_HOME
+    base = {k: v for k, v in os.environ.items() if k not in ("BENTOML_HOME", "DAGSTER_HOME")}
+    return subprocess.Popen(["make", "-s", target], cwd=ROOT, env={**base, **env},
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+
+
+def _wait_for(url: str, proc: subprocess.Popen, seconds: float = 120) -> requests.Response:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            pytest.fail(f"{url}: the server exited: {proc.stderr.read()[-3000:]}")  # type: ignore[union-attr]
+        try:
+            response = requests.get(url, timeout=5)
+            if response.ok:
+                return response
+        except requests.RequestException:
+            pass
+        time.sleep(1)
+    pytest.fail(f"{url} did not answer within {seconds} s")
+
+
+@contextlib.contextmanager
+def _running(target: str, env: dict[str, str]) -> Iterator[subprocess.Popen]:
+    proc = _make(target, env)
+    try:
+        yield proc
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=60)
+
+
+@pytest.mark.timeout(300)
+def test_make_serve_answers_with_the_batch_forecast(demo: dict) -> None:
+    table = demo["home"] / "delta" / "gold" / "batch_forecasts"
+    batch = pl.read_delta(str(table)).row(0, named=True)
+    with _running("serve", demo["env"]) as proc:
+        _wait_for("http://127.0.0.1:3001/readyz", proc)
+        answer = requests.post("http://127.0.0.1:3001/forecast", timeout=30, json={
+            "store_id": batch["store_id"], "item_id": batch["item_id"],
+            "date": batch["date"].isoformat()}).json()
+    assert answer["units"] == pytest.approx(batch["units_forecast"], abs=1e-4)
+    assert answer["model_version"] == batch["model_version"] == "1"
+
+
+@pytest.mark.timeout(300)
+def test_make_mlflow_shows_the_registered_versions_and_aliases(demo: dict) -> None:
+    with _running("mlflow", demo["env"]) as proc:
+        _wait_for("http://127.0.0.1:5000/health", proc)
+        model = requests.get("http://127.0.0.1:5000/api/2.0/mlflow/registered-models/get",
+                             params={"name": "demand_forecaster"}, timeout=30).json()
+    aliases = {a["alias"]: a["version"] for a in model["registered_model"]["aliases"]}
+    assert aliases == {"challenger": "1", "champion": "1"}
+
+
+def test_second_demo_on_unchanged_data_keeps_the_champion(demo: dict) -> None:
+    again = _cli(demo["env"], "demo")
     assert again.returncode == 0, again.stderr[-3000:]
     assert "the promotion gate kept the current champion" in again.stdout
     assert "challenger       v2" in again.stdout
