@@ -21,7 +21,7 @@ from ml_assets.evaluation.report import (
 from ml_assets.features.assets import feature_spec
 from ml_assets.metadata import markdown_table
 from ml_assets.training.assets import TRAINING_TABLE
-from ml_assets.training.dataset import TARGET
+from ml_assets.training.dataset import TARGET, canonical_order
 from ml_assets.training.model import predict, refit
 from ml_assets.training.registry import RegisteredModel, load_alias
 from resources.settings import Settings
@@ -42,6 +42,7 @@ def backtest_spec(settings: Settings) -> BacktestSpec:
 def candidate(name: str, model: RegisteredModel, lag_days: int = 0) -> Candidate:
     """The model's recipe (columns, objective, rounds), refitted at each backtest origin."""
     def fit_predict(train: pl.DataFrame, rows: pl.DataFrame) -> np.ndarray:
+        train = canonical_order(train, model.columns)
         booster = refit(model.matrix(train), train.get_column(TARGET).to_numpy(),
                         model.tags["objective"], int(model.tags["rounds"]))
         return predict(booster, model.matrix(rows))

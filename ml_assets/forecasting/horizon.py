@@ -1,8 +1,8 @@
 """The feature rows of the next horizon, built by the same transform code as training rows.
 
 A future row carries the series and the date, and no sales: its lags and rolling statistics
-reach back to the origin at most (lags >= horizon), price is carried forward from the last
-known one, promotion defaults to none, and calendar and attributes are known in advance.
+reach back to the origin at most (lags >= horizon), the price is the last regular (non-promotion)
+one, promotion defaults to none, and calendar and attributes are known in advance.
 """
 
 from __future__ import annotations
@@ -24,14 +24,29 @@ def active_series(sales: pl.DataFrame, origin: dt.date, spec: FeatureSpec,
             .select(SERIES).unique().sort(SERIES))
 
 
+def regular_price(history: pl.DataFrame) -> pl.DataFrame:
+    """Per series, the last price seen on a day without promotion: what the horizon carries
+    forward. Carrying a promotion's price into the horizon would pair a discount with no
+    promotion, a combination the model never saw."""
+    priced = history.filter(pl.col("price").is_not_null())
+    regular = priced.filter(pl.col("on_promo").fill_null(0) != 1)
+    last = [frame.sort("date").group_by(SERIES).agg(pl.col("price").last().alias(name))
+            for frame, name in ((regular, "__regular"), (priced, "__last"))]
+    return last[1].join(last[0], on=SERIES, how="left").select(
+        *SERIES, pl.coalesce("__regular", "__last").alias("price"))
+
+
 def future_rows(series: pl.DataFrame, origin: dt.date, spec: FeatureSpec,
                 template: pl.DataFrame) -> pl.DataFrame:
-    """One row per series and future period (origin + 1..H periods), in `template`'s schema,
-    with nulls for everything that is not known in advance."""
+    """One row per series and future period (origin + 1..H periods), in `template`'s schema:
+    the regular price, no promotion, nulls for everything else not known in advance."""
     dates = pl.DataFrame({"date": [origin + dt.timedelta(days=k * spec.period_days)
                                    for k in range(1, spec.horizon + 1)]})
-    keys = series.join(dates, how="cross").select("date", *SERIES)
-    return pl.concat([template.clear(), keys], how="diagonal_relaxed").select(template.columns)
+    keys = (series.join(dates, how="cross")
+            .join(regular_price(template), on=SERIES, how="left")
+            .select("date", *SERIES, "price", pl.lit(0).alias("on_promo")))
+    return pl.concat([template.clear(), keys], how="diagonal_relaxed").select(
+        pl.col(name).cast(dtype) for name, dtype in template.schema.items())
 
 
 def horizon_features(sales: pl.DataFrame, origin: dt.date, spec: FeatureSpec,

@@ -14,6 +14,7 @@ from ml_assets.features.assets import FEATURES_TABLE
 from ml_assets.metadata import table_metadata
 from ml_assets.training.dataset import (
     TARGET,
+    canonical_order,
     category_levels,
     model_columns,
     split_by_time,
@@ -90,7 +91,8 @@ def demand_model(context: dg.AssetExecutionContext, config: TrainingConfig
     training_version = delta.version(TRAINING_TABLE)
     frame = delta.read(TRAINING_TABLE, training_version)
     columns, levels = category_levels(frame, model_columns(frame.drop("split")))
-    train, valid = (frame.filter(pl.col("split") == s) for s in ("train", "valid"))
+    train, valid = (canonical_order(frame.filter(pl.col("split") == s), columns)
+                    for s in ("train", "valid"))
     if train.height == 0:
         raise dg.Failure("The training set has no training rows: the history is shorter than "
                          "the validation window (one horizon). Land more history first.")

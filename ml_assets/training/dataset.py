@@ -61,6 +61,13 @@ def category_levels(frame: pl.DataFrame,
     return Columns(numeric=columns.numeric, categorical=list(levels)), levels
 
 
+def canonical_order(frame: pl.DataFrame, columns: Columns) -> pl.DataFrame:
+    """Training rows in an order that depends on their values only, never on ids: XGBoost's
+    row subsampling and histogram bins follow row order, so renaming stores or items (which
+    reorders the pipeline's rows) would otherwise change the model."""
+    return frame.sort(["date", *columns.all, TARGET], nulls_last=True, maintain_order=True)
+
+
 def to_matrix(frame: pl.DataFrame, columns: Columns,
               levels: dict[str, list[str]]) -> pd.DataFrame:
     """Features as pandas with fixed categories (unknown levels become missing), the form
