@@ -6,8 +6,10 @@ on (`features.json`, logged next to the model), so they are always loaded togeth
 
 from __future__ import annotations
 
+import contextlib
 import json
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -56,16 +58,26 @@ def alias_version(client: mlflow.MlflowClient, alias: str) -> str | None:
         return None
 
 
+@contextlib.contextmanager
+def _pointed_at(tracking_uri: str) -> Iterator[None]:
+    """MLflow resolves `models:/` URIs through its process-wide URIs (whatever tracking_uri is
+    passed), and several homes (tests, reproductions) can live in one process: point them at
+    this one for the duration, then back."""
+    before = mlflow.get_tracking_uri(), mlflow.get_registry_uri()
+    mlflow.set_tracking_uri(tracking_uri)
+    mlflow.set_registry_uri(tracking_uri)
+    try:
+        yield
+    finally:
+        mlflow.set_tracking_uri(before[0])
+        mlflow.set_registry_uri(before[1])
+
+
 def load_version(tracking_uri: str, version: str) -> RegisteredModel:
-    """Loads through explicit URIs, never MLflow's process-wide ones: several homes (tests,
-    reproductions) can live in one process."""
     client = mlflow.MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
     mv = client.get_model_version(REGISTERED_MODEL, version)
-    with tempfile.TemporaryDirectory() as tmp:
-        model_dir = mlflow.artifacts.download_artifacts(
-            artifact_uri=mv.source, dst_path=tmp, tracking_uri=tracking_uri,
-            registry_uri=tracking_uri)
-        booster = mlflow.xgboost.load_model(model_dir)
+    with tempfile.TemporaryDirectory() as tmp, _pointed_at(tracking_uri):
+        booster = mlflow.xgboost.load_model(f"models:/{REGISTERED_MODEL}/{version}")
         features_file = client.download_artifacts(mv.run_id, "features.json", tmp)
         features = json.loads(Path(features_file).read_text())
     return RegisteredModel(

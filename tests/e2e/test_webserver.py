@@ -211,10 +211,6 @@ def forecaster(webserver: dict, full_pipeline_run: str) -> Iterator[bentoml.Sync
         _stop(proc)
 
 
-def test_launch_features_job_over_graphql(webserver: dict) -> None:
-    _run_to_completion(webserver, "features_job")
-
-
 def test_full_pipeline_passes_the_gate_and_reports_plots(webserver: dict,
                                                          full_pipeline_run: str) -> None:
     (node,) = _graphql(webserver["url"], EVALUATION_QUERY)["assetNodes"]

@@ -6,6 +6,9 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import dagster as dg
@@ -20,6 +23,7 @@ from resources.settings import load_settings
 from resources.tracking import REGISTERED_MODEL
 from tests.conftest import TODAY, FeaturedWorld, small_world_env
 
+ROOT = Path(__file__).resolve().parents[2]
 SHIFT_DAY = TODAY - dt.timedelta(days=42)
 PATH = ["training_set", "demand_model", "model_evaluation", "champion"]
 
@@ -153,3 +157,15 @@ def test_challenger_after_a_shift_beats_the_stale_champion(story) -> None:
     (mat,) = after.asset_materializations_for_node("model_evaluation")
     assert mat.metadata["champion_staleness_days"].value >= 35
     assert float(tags["backtest_wape"]) <= float(tags["champion_wape"]) * 0.99
+
+
+def test_champion_loads_in_a_fresh_process(story, tmp_path: Path) -> None:
+    """What a `dagster dev` step does: no MLflow URI set in the process beforehand."""
+    world, _, _ = story
+    code = ("import sys; from ml_assets.training.registry import load_alias; "
+            "print(load_alias(sys.argv[1], 'champion').version)")
+    done = subprocess.run([sys.executable, "-c", code, world.settings.mlflow_tracking_uri],
+                          cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(ROOT)},
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.strip().splitlines()[-1] == "3"
