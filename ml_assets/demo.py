@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import os
 import time
+import warnings
 
 import dagster as dg
 
@@ -22,6 +23,9 @@ def gate_blocked(result: dg.ExecuteInProcessResult) -> bool:
 
 
 def run(settings: Settings, dataset_ref: str) -> int:
+    # Dagster's beta notices concern its API, not the user's demo: keep the output readable.
+    warnings.filterwarnings("ignore", category=dg.BetaWarning)
+    warnings.filterwarnings("ignore", category=dg.PreviewWarning)
     from ml_assets.definitions import build_definitions
     from ml_assets.simulation.landing import land, landed_days
 

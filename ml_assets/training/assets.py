@@ -116,7 +116,9 @@ def demand_model(context: dg.AssetExecutionContext, config: TrainingConfig
                        "category_levels": levels}, "features.json")
     # Registered where this run tracks (dagster-mlflow sets only the tracking URI).
     mlflow.set_registry_uri(mlflow.get_tracking_uri())
+    # Integer features can be missing at inference: declare them as doubles in the signature.
     sample = x_valid.head(50)
+    sample = sample.astype({c: "float64" for c in sample.select_dtypes("integer").columns})
     info = mlflow.xgboost.log_model(
         result.booster, name="model", model_format="ubj",
         signature=infer_signature(sample, result.booster.inplace_predict(sample)),
