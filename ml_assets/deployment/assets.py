@@ -1,12 +1,11 @@
 """Deployment assets: the champion alias and the Bento that serves it."""
 
 import dagster as dg
-import mlflow
 
 from ml_assets.deployment.bento import save_and_build
 from ml_assets.deployment.promotion import NotPromotable, promote
 from ml_assets.training.assets import run_trigger
-from ml_assets.training.registry import alias_version, load_alias
+from ml_assets.training.registry import alias_version, load_alias, registry_client
 from resources.platform import PlatformSettings
 from resources.tracking import REGISTERED_MODEL
 
@@ -18,7 +17,7 @@ from resources.tracking import REGISTERED_MODEL
 def champion(context: dg.AssetExecutionContext, platform: PlatformSettings
              ) -> dg.MaterializeResult:
     uri = platform.get().mlflow_tracking_uri
-    client = mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri)
+    client = registry_client(uri)
     version = alias_version(client, "challenger")
     if version is None:
         raise dg.Failure("No model has the alias `challenger`: run the `retrain` job")

@@ -5,7 +5,6 @@ import tempfile
 from pathlib import Path
 
 import dagster as dg
-import mlflow
 import numpy as np
 import polars as pl
 
@@ -23,7 +22,7 @@ from ml_assets.metadata import markdown_table
 from ml_assets.training.assets import TRAINING_TABLE
 from ml_assets.training.dataset import TARGET, canonical_order
 from ml_assets.training.model import predict, refit
-from ml_assets.training.registry import RegisteredModel, load_alias
+from ml_assets.training.registry import RegisteredModel, load_alias, registry_client
 from resources.settings import Settings
 from resources.tracking import REGISTERED_MODEL
 
@@ -130,7 +129,7 @@ def model_evaluation(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
             (Path(tmp) / f"{name}.png").write_bytes(png)
         tracking.log_artifacts(tmp, artifact_path="evaluation")
     tracking.log_metrics({f"backtest_wape_{name}": w for name, w in wapes.items()})
-    client = mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri)
+    client = registry_client(uri)
     gate_tags = {"backtest_wape": wapes["challenger"], "seasonal_naive_wape":
                  wapes["seasonal_naive"], "champion_wape": wapes.get("champion"),
                  "compared_with": champion.version if champion else "none",

@@ -21,6 +21,7 @@ from ml_assets.training.dataset import (
     to_matrix,
 )
 from ml_assets.training.model import BASE_PARAMS, OBJECTIVES, fit
+from ml_assets.training.registry import registry_client
 from resources.delta import DeltaStore
 from resources.platform import PlatformSettings
 from resources.tracking import REGISTERED_MODEL
@@ -126,7 +127,7 @@ def demand_model(context: dg.AssetExecutionContext, config: TrainingConfig
         # Declared, not inferred: inference shells out to `uv export` and costs seconds.
         pip_requirements=[f"xgboost=={xgb.__version__}"])
     version = info.registered_model_version
-    client = mlflow.MlflowClient()
+    client = registry_client(mlflow.get_tracking_uri())
     client.set_registered_model_alias(REGISTERED_MODEL, "challenger", version)
     recipe = {"objective": result.objective, "rounds": result.best_iteration + 1,
               "train_end": str(train.get_column("date").max()),

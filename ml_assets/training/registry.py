@@ -50,6 +50,12 @@ class RegisteredModel:
                 "category_levels": self.levels}
 
 
+def registry_client(tracking_uri: str) -> mlflow.MlflowClient:
+    """A client on this home's registry: without an explicit registry URI MLflow falls back to
+    its process-wide one, which another home may have set."""
+    return mlflow.MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+
+
 def alias_version(client: mlflow.MlflowClient, alias: str) -> str | None:
     """The version an alias points to, or None when the alias (or the model) does not exist."""
     try:
@@ -74,7 +80,7 @@ def _pointed_at(tracking_uri: str) -> Iterator[None]:
 
 
 def load_version(tracking_uri: str, version: str) -> RegisteredModel:
-    client = mlflow.MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+    client = registry_client(tracking_uri)
     mv = client.get_model_version(REGISTERED_MODEL, version)
     with tempfile.TemporaryDirectory() as tmp, _pointed_at(tracking_uri):
         booster = mlflow.xgboost.load_model(f"models:/{REGISTERED_MODEL}/{version}")
@@ -87,6 +93,6 @@ def load_version(tracking_uri: str, version: str) -> RegisteredModel:
 
 
 def load_alias(tracking_uri: str, alias: str) -> RegisteredModel | None:
-    client = mlflow.MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+    client = registry_client(tracking_uri)
     version = alias_version(client, alias)
     return None if version is None else load_version(tracking_uri, version)

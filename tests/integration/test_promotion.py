@@ -18,7 +18,7 @@ import pytest
 
 from ml_assets.definitions import build_definitions
 from ml_assets.simulation.landing import land, landed_days
-from ml_assets.training.registry import alias_version
+from ml_assets.training.registry import alias_version, registry_client
 from resources.settings import load_settings
 from resources.tracking import REGISTERED_MODEL
 from tests.conftest import TODAY, FeaturedWorld, small_world_env
@@ -75,7 +75,7 @@ def story(tmp_path_factory: pytest.TempPathFactory):
     world = _world(home, instance, SHIFT_DAY)
     land(world.settings)
     _features(world, *[d.isoformat() for d in landed_days(world.settings)[::179]])
-    client = mlflow.MlflowClient(tracking_uri=world.settings.mlflow_tracking_uri)
+    client = registry_client(world.settings.mlflow_tracking_uri)
     steps: dict[str, tuple[dg.ExecuteInProcessResult, dict]] = {}
     steps["first"] = _retrain(world, "first"), _aliases(client)
     steps["worse"] = _retrain(world, "worse", max_rounds=2), _aliases(client)

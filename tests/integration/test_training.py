@@ -12,6 +12,7 @@ import pytest
 
 from ml_assets.training.dataset import Columns, to_matrix
 from ml_assets.training.model import predict
+from ml_assets.training.registry import registry_client
 from resources.tracking import REGISTERED_MODEL
 from tests.conftest import featured_world
 
@@ -31,7 +32,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory):
 
 def test_model_is_registered_as_challenger_with_its_lineage(trained) -> None:
     assert trained["result"].success
-    client = mlflow.MlflowClient(tracking_uri=trained["settings"].mlflow_tracking_uri)
+    client = registry_client(trained["settings"].mlflow_tracking_uri)
     version = client.get_model_version_by_alias(REGISTERED_MODEL, "challenger")
     assert str(version.version) == "1"
     assert version.tags["trigger"] == "test"
@@ -53,7 +54,8 @@ def test_registered_model_forecasts_finite_non_negative_demand(trained) -> None:
     mlflow.set_tracking_uri(settings.mlflow_tracking_uri)
     booster = mlflow.xgboost.load_model(f"models:/{REGISTERED_MODEL}@challenger")
     frame = defs.resources["delta"].read("gold/training_set")
-    version = mlflow.MlflowClient().get_model_version_by_alias(REGISTERED_MODEL, "challenger")
+    version = registry_client(settings.mlflow_tracking_uri).get_model_version_by_alias(
+        REGISTERED_MODEL, "challenger")
     run = mlflow.get_run(version.run_id)
     features = mlflow.artifacts.load_dict(f"{run.info.artifact_uri}/features.json")
     columns = Columns(features["numeric"], features["categorical"])
