@@ -2,100 +2,178 @@
 
 Requests are answered from the latest forecast feature snapshot (gold/forecast_features: the
 rows of the next horizon after the last landed day, built by the training code), scored with
-the same `to_matrix` + `predict` as the batch job, so online and batch forecasts agree.
+the same `to_matrix` features and booster as the batch job, so online and batch forecasts agree.
+
+Routes: POST /forecast, POST /forecast_batch, GET /model, and BentoML's /livez, /readyz and
+/metrics. Auth, the latency histogram and the error body shape live in `middleware.py`.
 """
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
+import logging
+import os
+from http import HTTPStatus
 
 import bentoml
+import numpy as np
+import pandas as pd
 import polars as pl
-from bentoml.exceptions import InvalidArgument, NotFound
-from pydantic import BaseModel
+import xgboost as xgb
+from bentoml.exceptions import BentoMLException, NotFound, UnprocessableEntity
+from deltalake import DeltaTable
+from fastapi import FastAPI
 
+from bentos.demand_forecaster.middleware import ApiEdge, quiet_client_errors
+from bentos.demand_forecaster.openapi import with_real_errors
+from bentos.demand_forecaster.schemas import Forecast, ForecastRequest, ModelInfo, SnapshotInfo
 from ml_assets.training.dataset import Columns, to_matrix
-from ml_assets.training.model import predict
 from resources.settings import load_settings
 
 FEATURES_TABLE = "gold/forecast_features"
+REQUEST_ERROR_LOG = "bentoml._internal.server.http_app"  # where BentoML logs failed requests
+MAX_BATCH_ENV = "RETAIL_ML_MAX_BATCH"
+DEFAULT_MAX_BATCH = 10_000
 # The build pins the model version as a Bento argument: outside a container, BentoML resolves
 # "latest" against the whole local model store at serve time, so serving an older Bento (a
 # rollback) would otherwise load the newest model.
 MODEL_TAG = getattr(bentoml.use_arguments(), "model_tag", "demand_forecaster:latest")
 
-
-class ForecastRequest(BaseModel):
-    store_id: str
-    item_id: str
-    date: dt.date
+# BentoML APIs are POST only: GET routes come from a mounted FastAPI app, whose routes BentoML
+# adds to its OpenAPI spec. Its own docs routes are off: /docs.json covers everything.
+info_app = FastAPI(docs_url=None, redoc_url=None, openapi_url=None)
 
 
-class Forecast(BaseModel):
-    store_id: str
-    item_id: str
-    date: dt.date
-    units: float
-    model_version: str  # the MLflow registry version the Bento was built from
-    model_tag: str
-    features_origin: dt.date  # the last landed day the features reach
-    horizon: int  # periods ahead of the origin
+def predict_inplace(booster: xgb.Booster, x: pd.DataFrame) -> np.ndarray:
+    """`ml_assets.training.model.predict` without building a DMatrix per call (the same trees
+    on the same frame, so equal values): forecasts are demand, never negative."""
+    return np.clip(booster.inplace_predict(x), 0.0, None)
 
 
 @bentoml.service(name="demand_forecaster", traffic={"timeout": 30})
+@bentoml.asgi_app(info_app, path="/")
 class DemandForecaster:
     # Declared on the class so that the Bento records (and exports) the model.
     model_ref = bentoml.models.BentoModel(MODEL_TAG)
 
     def __init__(self) -> None:
+        logging.getLogger(REQUEST_ERROR_LOG).addFilter(quiet_client_errors)
         model = self.model_ref
         self.booster = bentoml.xgboost.load_model(model)
-        meta = model.info.metadata
-        self.columns = Columns(list(meta["numeric"]), list(meta["categorical"]))
-        self.levels = {c: list(v) for c, v in meta["category_levels"].items()}
+        meta, labels = model.info.metadata, dict(model.info.labels)
+        columns = Columns(list(meta["numeric"]), list(meta["categorical"]))
+        levels = {c: list(v) for c, v in meta["category_levels"].items()}
         self.model_tag = str(model.tag)
-        self.model_version = model.info.labels.get("mlflow_version", "")
-
+        self.model_version = labels.get("mlflow_version", "")
         settings = load_settings()
-        self.features = pl.read_delta(str(settings.delta_root / FEATURES_TABLE))
-        if self.features.height == 0:
+        self.period_days = settings.dataset.period_days
+        self.max_batch = int(os.environ.get(MAX_BATCH_ENV, DEFAULT_MAX_BATCH))
+
+        path = str(settings.delta_root / FEATURES_TABLE)
+        self.features_version = DeltaTable(path).version()
+        # read at that version, so the version reported is the one served even if a write lands
+        features = pl.read_delta(path, version=self.features_version)
+        if features.height == 0:
             raise RuntimeError(f"{FEATURES_TABLE} is empty: run the forecast features first")
-        keys = self.features.select("store_id", "item_id", "date").rows()
+        # the model's input for every servable row, built once: a request only selects rows
+        self.matrix = to_matrix(features, columns, levels)
+        keys = features.select("store_id", "item_id", "date").rows()
         self.row_of = {key: i for i, key in enumerate(keys)}
         self.series = {(store, item) for store, item, _ in keys}
-        self.origin: dt.date = self.features.get_column("origin").max()
-        self.first: dt.date = self.features.get_column("date").min()
-        self.last: dt.date = self.features.get_column("date").max()
-        self.period_days = settings.dataset.period_days
+        self.stores = {store for store, _ in self.series}
+        self.items = {item for _, item in self.series}
+        self.origins = features.get_column("origin").to_list()
+        self.horizons = features.get_column("horizon").to_list()
+        self.origin: dt.date = features.get_column("origin").max()
+        self.first: dt.date = features.get_column("date").min()
+        self.last: dt.date = features.get_column("date").max()
+        self.info = ModelInfo(
+            model_version=self.model_version, model_tag=self.model_tag,
+            mlflow_run_id=labels.get("mlflow_run_id"), created_at=model.info.creation_time,
+            metrics={k.removeprefix("metric_"): float(v) for k, v in labels.items()
+                     if k.startswith("metric_")},
+            training_data={k.removeprefix("delta_"): int(v) for k, v in labels.items()
+                           if k.startswith("delta_")},
+            feature_columns=columns.all,
+            features=SnapshotInfo(table=FEATURES_TABLE, version=self.features_version,
+                                  origin=self.origin, first_date=self.first,
+                                  last_date=self.last, period_days=self.period_days,
+                                  series=len(self.series), rows=features.height))
 
-    def _row(self, req: ForecastRequest) -> int:
+    @bentoml.api(input_spec=ForecastRequest)
+    async def forecast(self, store_id: str, item_id: str, date: dt.date,
+                       price: float | None = None, on_promo: int | None = None) -> Forecast:
+        """Units forecast for one store, item and date within the current horizon."""
+        request = ForecastRequest(store_id=store_id, item_id=item_id, date=date, price=price,
+                                  on_promo=on_promo)
+        return self._forecast([request], batch=False)[0]
+
+    @bentoml.api
+    async def forecast_batch(self, requests: list[ForecastRequest]) -> list[Forecast]:
+        """Many forecasts scored in one call (at most RETAIL_ML_MAX_BATCH, default 10000). Any
+        invalid request fails the whole batch, and the error names its index."""
+        if len(requests) > self.max_batch:
+            raise BentoMLException(
+                f"requests: {len(requests)} forecasts in one batch, the limit is "
+                f"{self.max_batch} ({MAX_BATCH_ENV}): split the batch",
+                error_code=HTTPStatus.REQUEST_ENTITY_TOO_LARGE)
+        # off the event loop: a large batch takes milliseconds that single forecasts should not
+        # wait for
+        return await asyncio.to_thread(self._forecast, requests, True)
+
+    @info_app.get("/model", response_model=ModelInfo)
+    async def model_info(self) -> ModelInfo:
+        """The model serving (MLflow version, tag, metrics, training data versions) and the
+        feature snapshot it answers from."""
+        return self.info
+
+    def _forecast(self, requests: list[ForecastRequest], batch: bool) -> list[Forecast]:
+        if not requests:
+            return []
+        prefixes = [f"requests.{i}." if batch else "" for i in range(len(requests))]
+        self._reject_overrides(requests, prefixes)
+        rows = np.fromiter((self._row(r, p) for r, p in zip(requests, prefixes, strict=True)),
+                           dtype=np.int64, count=len(requests))
+        units = predict_inplace(self.booster, self.matrix.iloc[rows])
+        # model_construct: every value is ours, already typed; validating 10k responses costs
+        return [Forecast.model_construct(
+            store_id=r.store_id, item_id=r.item_id, date=r.date, units=float(u),
+            model_version=self.model_version, model_tag=self.model_tag,
+            features_origin=self.origins[row], features_version=self.features_version,
+            horizon=self.horizons[row]) for r, u, row in zip(requests, units, rows, strict=True)]
+
+    @staticmethod
+    def _reject_overrides(requests: list[ForecastRequest], prefixes: list[str]) -> None:
+        """This service answers from the snapshot as built (regular price, no promotion). The
+        next slice recomputes features online for overrides and replaces this check."""
+        for request, prefix in zip(requests, prefixes, strict=True):
+            given = [f for f in ("price", "on_promo") if getattr(request, f) is not None]
+            if given:
+                raise UnprocessableEntity(
+                    f"{prefix}{given[0]}: price and on_promo overrides are not supported yet: "
+                    "this service answers from the feature snapshot (regular price, no "
+                    "promotion); omit them")
+
+    def _row(self, req: ForecastRequest, prefix: str) -> int:
         row = self.row_of.get((req.store_id, req.item_id, req.date))
         if row is not None:
             return row
+        at = f"in the feature snapshot at origin {self.origin}"
+        if req.store_id not in self.stores:
+            raise NotFound(f"{prefix}store_id: unknown store {req.store_id!r} {at}")
+        if req.item_id not in self.items:
+            raise NotFound(f"{prefix}item_id: unknown item {req.item_id!r} {at}")
         if (req.store_id, req.item_id) not in self.series:
-            raise NotFound(f"no active series store_id={req.store_id!r} item_id={req.item_id!r} "
-                           f"in the feature snapshot at origin {self.origin}")
+            raise NotFound(f"{prefix}item_id: no active series store_id={req.store_id!r} "
+                           f"item_id={req.item_id!r} {at}")
         step = "" if self.period_days == 1 else f", every {self.period_days} days"
-        raise InvalidArgument(f"date {req.date} is outside the forecast horizon: valid dates "
-                              f"are {self.first} .. {self.last}{step} (origin {self.origin})")
+        raise UnprocessableEntity(
+            f"{prefix}date: {req.date} is outside the servable horizon: valid dates are "
+            f"{self.first} .. {self.last}{step} (origin {self.origin})")
 
-    def _forecast(self, requests: list[ForecastRequest]) -> list[Forecast]:
-        if not requests:
-            return []
-        rows = self.features[[self._row(r) for r in requests]]
-        units = predict(self.booster, to_matrix(rows, self.columns, self.levels))
-        return [Forecast(**req.model_dump(), units=float(u), model_version=self.model_version,
-                         model_tag=self.model_tag, features_origin=origin, horizon=horizon)
-                for req, u, origin, horizon in zip(requests, units, rows.get_column("origin"),
-                                                   rows.get_column("horizon"), strict=True)]
 
-    @bentoml.api
-    def forecast(self, store_id: str, item_id: str, date: dt.date) -> Forecast:
-        """Units forecast for one store, item and date within the current horizon."""
-        return self._forecast([ForecastRequest(store_id=store_id, item_id=item_id,
-                                               date=date)])[0]
-
-    @bentoml.api
-    def forecast_batch(self, requests: list[ForecastRequest]) -> list[Forecast]:
-        """Many forecasts scored in one call; any invalid request fails the whole batch."""
-        return self._forecast(requests)
+DemandForecaster.add_asgi_middleware(
+    ApiEdge, endpoints=(*(api.route for api in DemandForecaster.apis.values()), "/model"),
+    model_version=lambda: bentoml.get_current_service().model_version,
+    openapi=lambda: with_real_errors(DemandForecaster.openapi_spec.asdict()))

@@ -49,7 +49,10 @@ def demand_forecaster_bento(platform: PlatformSettings) -> dg.MaterializeResult:
         raise dg.Failure("No model has the alias `champion`: run the `retrain` job")
     labels = {"mlflow_version": model.version, "mlflow_run_id": model.run_id,
               **{key.replace("delta.", "delta_"): value for key, value in model.tags.items()
-                 if key.startswith("delta.")}}
+                 if key.startswith("delta.")},
+              **{f"metric_{key}": model.tags[key] for key in ("backtest_wape",
+                                                             "seasonal_naive_wape")
+                 if key in model.tags}}
     tags = save_and_build(model.booster, model.column_info, labels, settings.bentoml_home)
     return dg.MaterializeResult(metadata={
         **tags, **labels,

@@ -2,19 +2,22 @@
 
 The fixture runs the real ingest + features job on a small world, writes the forecast feature
 snapshot the service reads, fits a quick booster and builds two Bentos (an older and a newer
-model) into one BentoML home, then serves the older one.
+model) into one BentoML home, then serves the older one twice, side by side: without auth (and
+a batch limit of 500) and with a bearer token (default limit).
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import os
+import re
 import signal
 import socket
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 import bentoml
@@ -37,6 +40,9 @@ from ml_assets.training.model import fit, predict
 from tests.conftest import featured_world
 
 pytestmark = pytest.mark.timeout(420)
+TOKEN = "s3cret-token"
+MAX_BATCH = 500
+HISTOGRAM = "demand_forecaster_request_duration_seconds"
 
 
 def _free_port() -> int:
@@ -59,6 +65,27 @@ def _wait_ready(url: str, proc: subprocess.Popen, log: Path, timeout: float = 18
     pytest.fail(f"bentoml serve not ready within {timeout} s:\n{log.read_text()[-4000:]}")
 
 
+@contextmanager
+def _server(bento_tag: str, env: dict[str, str], cwd: Path,
+            log: Path) -> Iterator[tuple[str, subprocess.Popen]]:
+    """Starts `bentoml serve` (not waiting for it) and yields its URL and process; stops it on
+    exit."""
+    port = _free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "bentoml", "serve", bento_tag, "--host", "127.0.0.1",
+         "--port", str(port)], cwd=cwd, env=env, stdout=open(log, "w"),
+        stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        yield f"http://127.0.0.1:{port}", proc
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)  # the server runs its workers as child processes
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
     home = tmp_path_factory.mktemp("bento") / "home"
@@ -73,7 +100,8 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
     dims = {name: delta.read(f"bronze/{name}") for name in ("stores", "items", "calendar")
             if delta.exists(f"bronze/{name}")}
     snapshot = horizon_features(sales, origin, spec, **dims)
-    delta.overwrite("gold/forecast_features", snapshot)
+    for _ in range(2):  # version 1: responses must carry the version, not assume 0
+        delta.overwrite("gold/forecast_features", snapshot)
 
     frame = split_by_time(delta.read(FEATURES_TABLE), spec.horizon, spec.period_days)
     columns, levels = category_levels(frame, model_columns(frame.drop("split")))
@@ -85,36 +113,43 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
             "category_levels": levels}
     labels = {"mlflow_version": "7", "mlflow_run_id": "test-run",
               "delta_features": str(delta.version(FEATURES_TABLE)),
-              "delta_training_set": "0", "delta_bronze_sales": str(delta.version("bronze/sales"))}
+              "delta_training_set": "0", "delta_bronze_sales": str(delta.version("bronze/sales")),
+              "metric_backtest_wape": "0.42", "metric_seasonal_naive_wape": "0.61"}
     bentoml_home = home / "bentoml"
     built = save_and_build(booster, meta, labels, bentoml_home)
     newer = save_and_build(booster[:3], meta, {**labels, "mlflow_version": "8"}, bentoml_home)
 
-    port, log = _free_port(), home / "bentoml-serve.log"
     env = {**os.environ, **world.env, "BENTOML_HOME": str(bentoml_home),
            "BENTOML_DO_NOT_TRACK": "true"}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "bentoml", "serve", built["bento_tag"], "--host", "127.0.0.1",
-         "--port", str(port)], cwd=home, env=env, stdout=open(log, "w"),
-        stderr=subprocess.STDOUT, start_new_session=True)
-    try:
-        url = f"http://127.0.0.1:{port}"
-        _wait_ready(url, proc, log)
+    env.pop("RETAIL_ML_API_TOKEN", None)
+    with ExitStack() as stack:  # both start at once; then wait for both
+        url, proc = stack.enter_context(_server(
+            built["bento_tag"], {**env, "RETAIL_ML_MAX_BATCH": str(MAX_BATCH)}, home,
+            home / "serve.log"))
+        auth_url, auth_proc = stack.enter_context(_server(
+            built["bento_tag"], {**env, "RETAIL_ML_API_TOKEN": TOKEN}, home,
+            home / "serve-auth.log"))
+        _wait_ready(url, proc, home / "serve.log")
+        _wait_ready(auth_url, auth_proc, home / "serve-auth.log")
         with bentoml.SyncHTTPClient(url, timeout=60) as client:
-            yield {"client": client, "url": url, "booster": booster, "columns": columns,
-                   "levels": levels, "snapshot": snapshot, "origin": origin, "spec": spec,
-                   "built": built, "newer": newer}
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)  # the server runs its workers as child processes
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+            yield {"client": client, "url": url, "auth_url": auth_url, "booster": booster,
+                   "columns": columns, "levels": levels, "snapshot": snapshot,
+                   "origin": origin, "spec": spec, "built": built, "newer": newer,
+                   "features_version": delta.version("gold/forecast_features"),
+                   "labels": labels, "log": home / "serve.log"}
 
 
 def _expected(served: dict, rows: pl.DataFrame) -> np.ndarray:
     return predict(served["booster"], to_matrix(rows, served["columns"], served["levels"]))
+
+
+def _requests(rows: pl.DataFrame) -> list[dict]:
+    return [{"store_id": r["store_id"], "item_id": r["item_id"], "date": r["date"].isoformat()}
+            for r in rows.iter_rows(named=True)]
+
+
+def _post(served: dict, route: str, body: object, **kwargs: object) -> requests.Response:
+    return requests.post(f"{served['url']}{route}", json=body, timeout=60, **kwargs)
 
 
 def test_forecast_equals_batch_scoring_of_the_snapshot_row(served: dict) -> None:
@@ -122,11 +157,12 @@ def test_forecast_equals_batch_scoring_of_the_snapshot_row(served: dict) -> None
     row = served["snapshot"].filter(pl.col("horizon") == 3).head(1)
     store, item, date = row.select("store_id", "item_id", "date").row(0)
     answer = served["client"].forecast(store_id=store, item_id=item, date=date.isoformat())
-    assert answer["units"] == pytest.approx(float(_expected(served, row)[0]), abs=1e-4)
+    assert answer["units"] == pytest.approx(float(_expected(served, row)[0]), abs=1e-5)
     assert answer | {"units": None} == {
         "store_id": store, "item_id": item, "date": date.isoformat(), "units": None,
         "model_version": "7", "model_tag": served["built"]["model_tag"],
-        "features_origin": origin.isoformat(), "horizon": 3}
+        "features_origin": origin.isoformat(), "features_version": served["features_version"],
+        "horizon": 3}
 
 
 def test_serves_the_model_it_was_built_with_not_the_newest(served: dict) -> None:
@@ -138,45 +174,233 @@ def test_serves_the_model_it_was_built_with_not_the_newest(served: dict) -> None
     assert (answer["model_tag"], answer["model_version"]) == (served["built"]["model_tag"], "7")
 
 
-def test_batch_forecast_equals_batch_scoring(served: dict) -> None:
-    rows = served["snapshot"].filter(pl.col("item_id") == served["snapshot"]["item_id"][0])
-    requests_ = [{"store_id": r["store_id"], "item_id": r["item_id"],
-                  "date": r["date"].isoformat()} for r in rows.iter_rows(named=True)]
-    answers = served["client"].forecast_batch(requests=requests_)
-    assert [(a["store_id"], a["date"]) for a in answers] == [
-        (r["store_id"], r["date"]) for r in requests_]
-    np.testing.assert_allclose([a["units"] for a in answers], _expected(served, rows),
-                               atol=1e-4)
+def test_batch_forecast_equals_single_forecasts_and_batch_scoring(served: dict) -> None:
+    rows = served["snapshot"].sample(n=MAX_BATCH, seed=3)  # the limit itself is allowed
+    answers = served["client"].forecast_batch(requests=_requests(rows))
+    assert [(a["store_id"], a["item_id"], a["date"]) for a in answers] == [
+        (r["store_id"], r["item_id"], r["date"]) for r in _requests(rows)]
+    units = [a["units"] for a in answers]
+    np.testing.assert_allclose(units, _expected(served, rows), atol=1e-5)
+    singles = [served["client"].forecast(**r)["units"] for r in _requests(rows.head(60))]
+    assert units[:60] == singles
 
 
-def test_unknown_item_is_404(served: dict) -> None:
-    store = served["snapshot"]["store_id"][0]
-    date = served["origin"] + dt.timedelta(days=1)
+def _row(served: dict, **change: object) -> dict:
+    return {**_requests(served["snapshot"].head(1))[0], **change}
+
+
+def _horizon(served: dict) -> str:
+    first = served["origin"] + dt.timedelta(days=1)
+    return f"valid dates are {first} .. {first + dt.timedelta(days=served['spec'].horizon - 1)}"
+
+
+# (route, body as JSON or raw bytes, status, text the message contains, field paths in `detail`)
+ERRORS = {
+    "malformed JSON": ("/forecast", b'{"store_id": "S1",', 400, "malformed JSON body", None),
+    "not JSON at all": ("/forecast_batch", b"requests=1", 400, "malformed JSON body", None),
+    "missing field": ("/forecast", {"store_id": "S1", "item_id": "I1"}, 422, "date: Field "
+                      "required", ["date"]),
+    "bad date": ("/forecast", lambda s: _row(s, date="tomorrow"), 422, "date: Input should be",
+                 ["date"]),
+    "wrong type": ("/forecast", lambda s: _row(s, store_id=5), 422, "store_id: Input should "
+                   "be a valid string", ["store_id"]),
+    "unknown field": ("/forecast", lambda s: _row(s, promo=1), 422, "promo: Extra inputs",
+                      ["promo"]),
+    "price <= 0": ("/forecast", lambda s: _row(s, price=0), 422, "price: Input should be "
+                   "greater than 0", ["price"]),
+    "on_promo not 0/1": ("/forecast", lambda s: _row(s, on_promo=2), 422, "on_promo: Input "
+                         "should be 0 or 1", ["on_promo"]),
+    "body not an object": ("/forecast", [1, 2], 422, "body: Input should be", ["body"]),
+    "batch item": ("/forecast_batch", lambda s: {"requests": [_row(s), _row(s), _row(s),
+                   _row(s, date="2025-02-30")]}, 422, "requests.3.date: Input should be",
+                   ["requests.3.date"]),
+    "override": ("/forecast", lambda s: _row(s, price=3.5), 422, "price: price and on_promo "
+                 "overrides are not supported yet", None),
+    "batch override": ("/forecast_batch", lambda s: {"requests": [_row(s), _row(s, on_promo=1)]},
+                       422, "requests.1.on_promo: price and on_promo overrides", None),
+    "unknown store": ("/forecast", lambda s: _row(s, store_id="no-such-store"), 404,
+                      "store_id: unknown store 'no-such-store'", None),
+    "unknown item": ("/forecast", lambda s: _row(s, item_id="no-such-item"), 404,
+                     "item_id: unknown item 'no-such-item'", None),
+    "date on the origin": ("/forecast", lambda s: _row(s, date=s["origin"].isoformat()), 422,
+                           _horizon, None),
+    "date past the horizon": ("/forecast", lambda s: _row(s, date=(
+        s["origin"] + dt.timedelta(days=29)).isoformat()), 422, _horizon, None),
+    "date in the past": ("/forecast", lambda s: _row(s, date=(
+        s["origin"] - dt.timedelta(days=30)).isoformat()), 422, _horizon, None),
+    "batch date": ("/forecast_batch", lambda s: {"requests": [_row(s), _row(
+        s, date="2020-01-01")]}, 422, "requests.1.date: 2020-01-01 is outside the servable "
+        "horizon", None),
+    "oversized batch": ("/forecast_batch", lambda s: {"requests": [_row(s)] * (MAX_BATCH + 1)},
+                        413, f"requests: {MAX_BATCH + 1} forecasts in one batch, the limit is "
+                        f"{MAX_BATCH} (RETAIL_ML_MAX_BATCH)", None),
+}
+
+
+@pytest.mark.parametrize("case", list(ERRORS))
+def test_client_mistakes_get_4xx_with_a_message(served: dict, case: str) -> None:
+    route, body, status, message, fields = ERRORS[case]
+    body = body(served) if callable(body) else body
+    message = message(served) if callable(message) else message
+    raw = body if isinstance(body, bytes) else None
+    resp = _post(served, route, None if raw else body, data=raw,
+                 headers={"Content-Type": "application/json"})
+    assert resp.status_code == status, resp.text
+    assert resp.headers["content-type"] == "application/json"
+    data = resp.json()
+    assert set(data) <= {"error", "detail"}, data  # one object, never BentoML's list wrapping
+    assert message in data["error"]
+    assert "Traceback" not in resp.text
+    if fields is not None:
+        assert [e["field"] for e in data["detail"]] == fields
+
+
+def test_client_errors_are_raised_by_the_bentoml_client_with_their_status(served: dict) -> None:
     with pytest.raises(bentoml.exceptions.NotFound) as caught:
-        served["client"].forecast(store_id=store, item_id="no-such-item", date=date.isoformat())
+        served["client"].forecast(**_row(served, item_id="no-such-item"))
     assert caught.value.error_code == 404
-    assert "no-such-item" in str(caught.value)
+    assert "unknown item 'no-such-item'" in str(caught.value)
+    with pytest.raises(bentoml.exceptions.UnprocessableEntity) as caught:
+        served["client"].forecast(**_row(served, date="1999-01-01"))
+    assert _horizon(served) in str(caught.value)
 
 
-@pytest.mark.parametrize("days_ahead", [0, 29, -30])
-def test_date_outside_the_horizon_is_400_naming_the_valid_range(served: dict,
-                                                                days_ahead: int) -> None:
-    row, origin = served["snapshot"].row(0, named=True), served["origin"]
-    date = origin + dt.timedelta(days=days_ahead)
-    with pytest.raises(bentoml.exceptions.BentoMLException) as caught:
-        served["client"].forecast(store_id=row["store_id"], item_id=row["item_id"],
-                                  date=date.isoformat())
-    assert caught.value.error_code == 400
-    first = origin + dt.timedelta(days=1)
-    last = origin + dt.timedelta(days=served["spec"].horizon)
-    assert f"{first} .. {last}" in str(caught.value)
+def test_client_mistakes_are_logged_as_one_line_without_a_traceback(served: dict) -> None:
+    # after the tests above, whose mistakes all reached BentoML's request error log
+    resp = _post(served, "/forecast", _row(served, item_id="log-me"))
+    assert resp.status_code == 404
+    time.sleep(0.5)  # the server's log handler writes asynchronously
+    log = served["log"].read_text()
+    assert "Traceback" not in log
+    assert re.search(r"\[INFO\] .*Exception on /forecast \[POST\]: NotFound 404: item_id: "
+                     r"unknown item 'log-me'", log), log[-3000:]
+    assert re.search(r"\[INFO\] .*Exception on /forecast_batch \[POST\]: 1 validation "
+                     r"error\(s\), first requests.3.date: Input should be", log), log[-3000:]
 
 
-@pytest.mark.parametrize("body", [b"{not json", b'{"store_id": "S1", "item_id": "I1"}',
-                                  b'{"store_id": "S1", "item_id": "I1", "date": "tomorrow"}'])
-def test_malformed_body_is_400_naming_the_field(served: dict, body: bytes) -> None:
-    resp = requests.post(f"{served['url']}/forecast", data=body,
-                         headers={"Content-Type": "application/json"}, timeout=30)
-    assert resp.status_code == 400, resp.text
-    if body.startswith(b'{"'):
-        assert [e["loc"] for e in resp.json()["detail"]] == [["date"]]
+@pytest.mark.parametrize(("content_type", "body", "status"), [
+    ("text/plain", b"hello", 415), ("multipart/form-data; boundary=x", b"--x\r\ngarbage", 415),
+    ("application/x-www-form-urlencoded", b"store_id=S1", 415),
+    ("application/json; charset=utf-8", b"", 422), ("application/json", b"null", 422),
+    ("application/json", b'{"store_id": "S1", "item_id": "I1", "date": 1e400}', 422)])
+def test_odd_bodies_never_get_a_server_error(served: dict, content_type: str, body: bytes,
+                                             status: int) -> None:
+    for route in ("/forecast", "/forecast_batch"):
+        resp = requests.post(f"{served['url']}{route}", data=body, timeout=30,
+                             headers={"Content-Type": content_type})
+        assert resp.status_code == status, (route, resp.text)
+        assert "error" in resp.json() and "Traceback" not in resp.text
+
+
+def test_model_endpoint_reports_versions_metrics_and_snapshot(served: dict) -> None:
+    resp = requests.get(f"{served['url']}/model", timeout=30)
+    assert resp.status_code == 200, resp.text
+    info = resp.json()
+    snapshot, origin = served["snapshot"], served["origin"]
+    assert {k: info[k] for k in ("model_version", "model_tag", "mlflow_run_id", "metrics")} == {
+        "model_version": "7", "model_tag": served["built"]["model_tag"],
+        "mlflow_run_id": "test-run",
+        "metrics": {"backtest_wape": 0.42, "seasonal_naive_wape": 0.61}}
+    assert info["training_data"] == {k.removeprefix("delta_"): int(v)
+                                     for k, v in served["labels"].items() if k.startswith("delta_")}
+    assert info["feature_columns"] == served["columns"].all
+    assert info["features"] == {
+        "table": "gold/forecast_features", "version": served["features_version"],
+        "origin": origin.isoformat(),
+        "first_date": (origin + dt.timedelta(days=1)).isoformat(),
+        "last_date": (origin + dt.timedelta(days=served["spec"].horizon)).isoformat(),
+        "period_days": 1, "series": snapshot.select("store_id", "item_id").n_unique(),
+        "rows": snapshot.height}
+
+
+def _count(metrics: str, endpoint: str) -> float:
+    """The histogram's request count for `endpoint` on model version 7 (0 when absent)."""
+    for line in metrics.splitlines():
+        if (line.startswith(f"{HISTOGRAM}_count{{") and f'endpoint="{endpoint}"' in line
+                and 'model_version="7"' in line):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+def test_metrics_has_the_latency_histogram_by_endpoint_and_model_version(served: dict) -> None:
+    before = requests.get(f"{served['url']}/metrics", timeout=30).text
+    served["client"].forecast(**_row(served))
+    served["client"].forecast_batch(requests=[_row(served)])
+    assert requests.get(f"{served['url']}/model", timeout=30).status_code == 200
+    after = requests.get(f"{served['url']}/metrics", timeout=30).text
+    for endpoint in ("/forecast", "/forecast_batch", "/model"):
+        assert _count(after, endpoint) >= _count(before, endpoint) + 1, endpoint
+    assert any(line.startswith(f"{HISTOGRAM}_bucket{{") and 'endpoint="/forecast"' in line
+               and 'le="0.02"' in line for line in after.splitlines())
+
+
+def test_openapi_documents_every_endpoint_with_its_schemas_and_errors(served: dict) -> None:
+    spec = requests.get(f"{served['url']}/docs.json", timeout=30).json()
+    paths = spec["paths"]
+    assert {"/forecast", "/forecast_batch", "/model", "/livez", "/readyz", "/metrics"} <= set(
+        paths)
+    schemas = spec["components"]["schemas"]
+
+    def resolved(schema: dict) -> dict:  # BentoML inlines some schemas, refers to others
+        return schemas[schema["$ref"].rsplit("/", 1)[-1]] if "$ref" in schema else schema
+
+    def json_schema(part: dict) -> dict:
+        return resolved(part["content"]["application/json"]["schema"])
+
+    forecast = paths["/forecast"]["post"]
+    body = json_schema(forecast["requestBody"])
+    assert set(body["properties"]) == {"store_id", "item_id", "date", "price", "on_promo"}
+    assert body["required"] == ["store_id", "item_id", "date"]
+    out = json_schema(forecast["responses"]["200"])
+    assert {"units", "model_version", "features_version", "horizon"} <= set(out["properties"])
+    batch = paths["/forecast_batch"]["post"]
+    items = json_schema(batch["requestBody"])["properties"]["requests"]["items"]
+    assert set(resolved(items)["properties"]) == set(body["properties"])
+    assert set(resolved(json_schema(batch["responses"]["200"])["items"])["properties"]) == set(
+        out["properties"])
+    model = paths["/model"]["get"]
+    assert {"metrics", "training_data", "features"} <= set(
+        json_schema(model["responses"]["200"])["properties"])
+    # the statuses the tests above see, each with the error body's schema
+    for op, statuses in ((forecast, {"400", "401", "404", "415", "422"}),
+                         (batch, {"400", "401", "404", "413", "415", "422"}),
+                         (model, {"401"})):
+        assert statuses <= set(op["responses"]), op["responses"].keys()
+        assert all(set(json_schema(op["responses"][s])["properties"]) == {"error", "detail"}
+                   for s in statuses)
+
+
+def test_without_a_token_configured_requests_need_no_auth(served: dict) -> None:
+    headers = {"Authorization": "Bearer anything"}
+    assert _post(served, "/forecast", _row(served), headers=headers).status_code == 200
+    assert requests.get(f"{served['url']}/model", timeout=30).status_code == 200
+
+
+@pytest.mark.parametrize("headers", [{}, {"Authorization": "Bearer wrong"},
+                                     {"Authorization": TOKEN},
+                                     {"Authorization": f"Basic {TOKEN}"}])
+def test_with_a_token_every_api_request_without_it_is_401(served: dict, headers: dict) -> None:
+    url = served["auth_url"]
+    calls = [("post", "/forecast", _row(served)),
+             ("post", "/forecast_batch", {"requests": [_row(served)]}),
+             ("post", "/forecast", {"bad": "body"}),  # auth comes before validation
+             ("get", "/model", None), ("get", "/docs.json", None)]
+    for method, route, body in calls:
+        resp = requests.request(method, f"{url}{route}", json=body, headers=headers, timeout=30)
+        assert resp.status_code == 401, (route, resp.text)
+        assert resp.headers["www-authenticate"] == "Bearer"
+        assert "bearer token" in resp.json()["error"]
+
+
+def test_with_a_token_probes_and_metrics_stay_open_and_the_token_works(served: dict) -> None:
+    url = served["auth_url"]
+    for route in ("/livez", "/readyz", "/metrics"):
+        assert requests.get(f"{url}{route}", timeout=30).status_code == 200, route
+    with bentoml.SyncHTTPClient(url, token=TOKEN, timeout=60) as client:
+        answer = client.forecast(**_row(served))
+        assert answer["model_version"] == "7"
+        big = [_row(served)] * (MAX_BATCH + 1)  # this server keeps the default limit
+        assert len(client.forecast_batch(requests=big)) == MAX_BATCH + 1
+    resp = requests.get(f"{url}/model", headers={"Authorization": f"bearer {TOKEN}"},
+                        timeout=30)
+    assert resp.status_code == 200 and resp.json()["model_version"] == "7"

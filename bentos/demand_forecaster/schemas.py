@@ -1,0 +1,56 @@
+"""The forecaster's HTTP contract: request and response bodies, as they appear in /docs.json."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class ForecastRequest(BaseModel):
+    """One forecast: a series (store, item) and a date within the servable horizon."""
+
+    # A misspelt override ("promo") must fail, not be ignored while the client believes it applied.
+    model_config = ConfigDict(extra="forbid")
+
+    store_id: str = Field(min_length=1)
+    item_id: str = Field(min_length=1)
+    date: dt.date
+    price: float | None = Field(None, gt=0, allow_inf_nan=False,
+                                description="Known-in-advance price override (> 0).")
+    on_promo: Literal[0, 1] | None = Field(None, description="Promotion override (0 or 1).")
+
+
+class Forecast(BaseModel):
+    store_id: str
+    item_id: str
+    date: dt.date
+    units: float
+    model_version: str  # the MLflow registry version the Bento was built from
+    model_tag: str
+    features_origin: dt.date  # the last landed day the features reach
+    features_version: int  # the Delta version of the feature snapshot that answered
+    horizon: int  # periods ahead of the origin
+
+
+class SnapshotInfo(BaseModel):
+    table: str
+    version: int  # Delta table version
+    origin: dt.date
+    first_date: dt.date  # the servable dates: first_date .. last_date, every period_days
+    last_date: dt.date
+    period_days: int
+    series: int
+    rows: int
+
+
+class ModelInfo(BaseModel):
+    model_version: str  # MLflow registry version: the champion when the Bento was built
+    model_tag: str
+    mlflow_run_id: str | None
+    created_at: dt.datetime
+    metrics: dict[str, float]  # the model's `metric_*` labels
+    training_data: dict[str, int]  # Delta versions of the tables it learnt from (`delta_*`)
+    feature_columns: list[str]
+    features: SnapshotInfo

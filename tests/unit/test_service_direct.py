@@ -1,0 +1,201 @@
+"""The demand forecaster's service class called directly, without a server.
+
+A small hand-made snapshot (3 stores x 4 items, one series missing, an unseen category level,
+missing lags) in a real Delta table, and a real booster in a BentoML model store under a temp
+directory. The booster learns a target that goes negative, so the clipping at 0 is exercised.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+from collections.abc import Iterator
+from http import HTTPStatus
+from types import SimpleNamespace
+
+import bentoml
+import numpy as np
+import polars as pl
+import pytest
+import xgboost as xgb
+from bentoml._internal.configuration.containers import BentoMLContainer
+from bentoml._internal.models import ModelStore
+from bentoml.exceptions import BentoMLException, NotFound, UnprocessableEntity
+
+from bentos.demand_forecaster.schemas import ForecastRequest
+from bentos.demand_forecaster.service import FEATURES_TABLE, MAX_BATCH_ENV, DemandForecaster
+from ml_assets.training.dataset import Columns, to_matrix
+from ml_assets.training.model import fit, predict
+
+ORIGIN = dt.date(2025, 2, 28)
+HORIZON = 28
+COLUMNS = Columns(numeric=["price", "on_promo", "lag_28", "day_of_week"],
+                  categorical=["category"])
+LEVELS = {"category": ["A", "B"]}
+
+
+def _features(rng: np.random.Generator, n: int) -> dict[str, object]:
+    lag = rng.uniform(0, 20, n)
+    lag[rng.random(n) < 0.1] = np.nan
+    return {"price": rng.uniform(1, 10, n), "on_promo": rng.integers(0, 2, n),
+            "lag_28": lag, "day_of_week": rng.integers(0, 7, n),
+            "category": rng.choice(["A", "B", "Z"], n)}  # Z: a level unseen in training
+
+
+def _snapshot(rng: np.random.Generator) -> pl.DataFrame:
+    series = [(s, i) for s in ("S1", "S2", "S3") for i in ("I1", "I2", "I3", "I4")
+              if (s, i) != ("S3", "I4")]  # S3 and I4 exist, their pair does not
+    keys = pl.DataFrame(series, schema=["store_id", "item_id"], orient="row").join(
+        pl.DataFrame({"horizon": range(1, HORIZON + 1)}), how="cross").with_columns(
+        date=pl.lit(ORIGIN) + pl.duration(days=pl.col("horizon")), origin=pl.lit(ORIGIN))
+    features = pl.DataFrame(_features(rng, keys.height)).with_columns(
+        pl.col("lag_28").fill_nan(None))
+    return pl.concat([keys.select("date", "store_id", "item_id", "origin", "horizon"),
+                      features], how="horizontal")
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SimpleNamespace]:
+    home = tmp_path_factory.mktemp("service_direct")
+    rng = np.random.default_rng(11)
+    train = pl.DataFrame(_features(rng, 3000)).with_columns(pl.col("lag_28").fill_nan(None))
+    target = (2 * train["lag_28"].fill_null(5) - 3 * train["price"] + 4 * train["on_promo"])
+    x = to_matrix(train, COLUMNS, LEVELS)
+    booster = fit(x, target.to_numpy(), x, target.to_numpy(), max_rounds=20,
+                  objectives=("squared_error",)).booster
+
+    snapshot = _snapshot(rng)
+    table = str(home / "delta" / FEATURES_TABLE)
+    for _ in range(2):  # version 1: the service must report the version, not assume 0
+        snapshot.write_delta(table, mode="overwrite")
+
+    labels = {"mlflow_version": "7", "mlflow_run_id": "run-1", "delta_features": "3",
+              "delta_training_set": "2", "metric_backtest_wape": "0.41"}
+    meta = {"numeric": COLUMNS.numeric, "categorical": COLUMNS.categorical,
+            "category_levels": LEVELS}
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("RETAIL_ML_HOME", str(home))
+        env.setenv("RETAIL_ML_DATASET", "simulated")
+        env.setenv(MAX_BATCH_ENV, "50")
+        # BentoML's DI container holds the model store: point it at the temp dir, then back
+        BentoMLContainer.model_store.set(ModelStore(str(home / "bentoml" / "models")))
+        try:
+            model = bentoml.xgboost.save_model("demand_forecaster", booster, labels=labels,
+                                               metadata=meta)
+            yield SimpleNamespace(svc=DemandForecaster(), booster=booster, snapshot=snapshot,
+                                  model_tag=str(model.tag))
+        finally:
+            BentoMLContainer.model_store.reset()
+
+
+def _expected(world: SimpleNamespace, rows: pl.DataFrame) -> np.ndarray:
+    return predict(world.booster, to_matrix(rows, COLUMNS, LEVELS))
+
+
+def _forecast(world: SimpleNamespace, **fields: object) -> dict:
+    return asyncio.run(world.svc.forecast(**fields)).model_dump()
+
+
+def _batch(world: SimpleNamespace, requests: list[dict]) -> list[dict]:
+    answers = asyncio.run(world.svc.forecast_batch(
+        [ForecastRequest.model_validate(r) for r in requests]))
+    return [a.model_dump() for a in answers]
+
+
+def _requests(rows: pl.DataFrame) -> list[dict]:
+    return rows.select("store_id", "item_id", "date").to_dicts()
+
+
+def test_forecast_is_the_batch_scoring_of_its_snapshot_row(world: SimpleNamespace) -> None:
+    row = world.snapshot.filter(pl.col("horizon") == 5).head(1)
+    answer = _forecast(world, **_requests(row)[0])
+    assert answer["units"] == pytest.approx(float(_expected(world, row)[0]), abs=1e-6)
+    assert answer | {"units": None} == {
+        **_requests(row)[0], "units": None, "model_version": "7", "model_tag": world.model_tag,
+        "features_origin": ORIGIN, "features_version": 1, "horizon": 5}
+
+
+def test_batch_equals_single_forecasts_and_batch_scoring(world: SimpleNamespace) -> None:
+    rows = world.snapshot.sample(fraction=1.0, shuffle=True, seed=1).head(50)  # the limit
+    raw = world.booster.predict(xgb.DMatrix(to_matrix(rows, COLUMNS, LEVELS),
+                                            enable_categorical=True))
+    assert (raw < 0).any() and (rows["category"] == "Z").any()  # both cases are in the batch
+    answers = _batch(world, _requests(rows))
+    assert [(a["store_id"], a["item_id"], a["date"]) for a in answers] == rows.select(
+        "store_id", "item_id", "date").rows()
+    units = np.array([a["units"] for a in answers])
+    np.testing.assert_allclose(units, _expected(world, rows), rtol=0, atol=1e-6)
+    assert units.min() == 0.0
+    singles = [_forecast(world, **r)["units"] for r in _requests(rows)]
+    assert units.tolist() == singles
+
+
+def test_empty_batch_is_empty(world: SimpleNamespace) -> None:
+    assert _batch(world, []) == []
+
+
+@pytest.mark.parametrize(("store", "item", "message"), [
+    ("S9", "I1", "store_id: unknown store 'S9'"),
+    ("S1", "I9", "item_id: unknown item 'I9'"),
+    ("S3", "I4", "item_id: no active series store_id='S3' item_id='I4'")])
+def test_unknown_series_is_not_found(world: SimpleNamespace, store: str, item: str,
+                                     message: str) -> None:
+    date = ORIGIN + dt.timedelta(days=1)
+    with pytest.raises(NotFound) as caught:
+        _forecast(world, store_id=store, item_id=item, date=date)
+    assert str(caught.value).startswith(message)
+    assert f"origin {ORIGIN}" in str(caught.value)
+
+
+@pytest.mark.parametrize("days_ahead", [0, HORIZON + 1, -30])
+def test_date_outside_the_horizon_is_unprocessable(world: SimpleNamespace,
+                                                   days_ahead: int) -> None:
+    date = ORIGIN + dt.timedelta(days=days_ahead)
+    with pytest.raises(UnprocessableEntity) as caught:
+        _forecast(world, store_id="S1", item_id="I1", date=date)
+    last = ORIGIN + dt.timedelta(days=HORIZON)
+    assert str(caught.value) == (
+        f"date: {date} is outside the servable horizon: valid dates are "
+        f"{ORIGIN + dt.timedelta(days=1)} .. {last} (origin {ORIGIN})")
+
+
+def test_a_bad_request_fails_the_batch_naming_its_index(world: SimpleNamespace) -> None:
+    good = _requests(world.snapshot.head(3))
+    bad = {**good[1], "date": ORIGIN}
+    with pytest.raises(UnprocessableEntity, match=r"^requests\.2\.date: .* is outside"):
+        _batch(world, [*good[:2], bad])
+    with pytest.raises(NotFound, match=r"^requests\.1\.item_id: unknown item 'nope'"):
+        _batch(world, [good[0], {**good[0], "item_id": "nope"}])
+
+
+@pytest.mark.parametrize("override", [{"price": 2.5}, {"on_promo": 1}, {"on_promo": 0}])
+def test_overrides_are_refused_until_online_features_land(world: SimpleNamespace,
+                                                          override: dict) -> None:
+    request = _requests(world.snapshot.head(1))[0]
+    field = next(iter(override))
+    with pytest.raises(UnprocessableEntity, match=f"^{field}: .*not supported yet"):
+        _forecast(world, **request, **override)
+    with pytest.raises(UnprocessableEntity, match=rf"^requests\.1\.{field}: "):
+        _batch(world, [request, {**request, **override}])
+
+
+def test_oversized_batch_names_the_limit(world: SimpleNamespace) -> None:
+    requests = _requests(world.snapshot.head(51))
+    with pytest.raises(BentoMLException) as caught:
+        _batch(world, requests)
+    assert caught.value.error_code == HTTPStatus.REQUEST_ENTITY_TOO_LARGE
+    assert "51 forecasts in one batch, the limit is 50 (RETAIL_ML_MAX_BATCH)" in str(caught.value)
+
+
+def test_model_info_reports_versions_metrics_and_snapshot(world: SimpleNamespace) -> None:
+    info = asyncio.run(world.svc.model_info()).model_dump()
+    assert info.pop("created_at").tzinfo is not None
+    assert info == {
+        "model_version": "7", "model_tag": world.model_tag, "mlflow_run_id": "run-1",
+        "metrics": {"backtest_wape": 0.41},
+        "training_data": {"features": 3, "training_set": 2},
+        "feature_columns": COLUMNS.all,
+        "features": {"table": FEATURES_TABLE, "version": 1, "origin": ORIGIN,
+                     "first_date": ORIGIN + dt.timedelta(days=1),
+                     "last_date": ORIGIN + dt.timedelta(days=HORIZON), "period_days": 1,
+                     "series": 11, "rows": 11 * HORIZON}}
