@@ -25,7 +25,8 @@ WHEN = {
     413: "More requests than the batch limit (RETAIL_ML_MAX_BATCH, default 10000).",
     415: "Body not sent as application/json.",
     422: "Schema violation (`detail` names each field path), a date outside the servable "
-         "horizon (the message gives the valid range), or a price/on_promo override.",
+         "horizon (the message gives the valid range), or a price/on_promo override while "
+         "no online feature state is published.",
     500: "A fault of the server, never of the request.",
 }
 STATUSES = {"/forecast": (400, 401, 404, 415, 422, 500),

@@ -4,6 +4,10 @@ Requests are answered from the latest forecast feature snapshot (gold/forecast_f
 rows of the next horizon after the last landed day, built by the training code), scored with
 the same `to_matrix` features and booster as the batch job, so online and batch forecasts agree.
 
+A request that overrides a known-in-advance input (price, on_promo) is answered from the online
+feature state (`online_features`, under RETAIL_ML_HOME/online): its row is rebuilt by the
+training transforms (`ml_assets.forecasting.online.request_features`), never patched.
+
 Routes: POST /forecast, POST /forecast_batch, GET /model, and BentoML's /livez, /readyz and
 /metrics. Auth, the latency histogram and the error body shape live in `middleware.py`.
 """
@@ -15,6 +19,7 @@ import datetime as dt
 import logging
 import os
 from http import HTTPStatus
+from pathlib import Path
 
 import bentoml
 import numpy as np
@@ -28,6 +33,13 @@ from fastapi import FastAPI
 from bentos.demand_forecaster.middleware import ApiEdge, quiet_client_errors
 from bentos.demand_forecaster.openapi import with_real_errors
 from bentos.demand_forecaster.schemas import Forecast, ForecastRequest, ModelInfo, SnapshotInfo
+from ml_assets.forecasting.online import (
+    OnlineState,
+    RequestError,
+    load_state,
+    request_features,
+    state_exists,
+)
 from ml_assets.training.dataset import Columns, to_matrix
 from resources.settings import load_settings
 
@@ -69,6 +81,7 @@ class DemandForecaster:
         settings = load_settings()
         self.period_days = settings.dataset.period_days
         self.max_batch = int(os.environ.get(MAX_BATCH_ENV, DEFAULT_MAX_BATCH))
+        self.columns, self.levels = columns, levels
 
         path = str(settings.delta_root / FEATURES_TABLE)
         self.features_version = DeltaTable(path).version()
@@ -88,6 +101,7 @@ class DemandForecaster:
         self.origin: dt.date = features.get_column("origin").max()
         self.first: dt.date = features.get_column("date").min()
         self.last: dt.date = features.get_column("date").max()
+        self.online, self.online_missing = self._load_online(settings.online_dir)
         self.info = ModelInfo(
             model_version=self.model_version, model_tag=self.model_tag,
             mlflow_run_id=labels.get("mlflow_run_id"), created_at=model.info.creation_time,
@@ -107,7 +121,10 @@ class DemandForecaster:
         """Units forecast for one store, item and date within the current horizon."""
         request = ForecastRequest(store_id=store_id, item_id=item_id, date=date, price=price,
                                   on_promo=on_promo)
-        return self._forecast([request], batch=False)[0]
+        if price is None and on_promo is None:
+            return self._forecast([request], batch=False)[0]
+        # a what-if row is built by the feature transforms (milliseconds): off the event loop
+        return (await asyncio.to_thread(self._forecast, [request], False))[0]
 
     @bentoml.api
     async def forecast_batch(self, requests: list[ForecastRequest]) -> list[Forecast]:
@@ -132,10 +149,20 @@ class DemandForecaster:
         if not requests:
             return []
         prefixes = [f"requests.{i}." if batch else "" for i in range(len(requests))]
-        self._reject_overrides(requests, prefixes)
         rows = np.fromiter((self._row(r, p) for r, p in zip(requests, prefixes, strict=True)),
                            dtype=np.int64, count=len(requests))
-        units = predict_inplace(self.booster, self.matrix.iloc[rows])
+        overridden = [i for i, r in enumerate(requests)
+                      if r.price is not None or r.on_promo is not None]
+        if not overridden:
+            units = predict_inplace(self.booster, self.matrix.iloc[rows])
+        else:  # snapshot rows for the others, rows rebuilt online for these
+            units = np.empty(len(requests), dtype=np.float32)
+            plain = np.ones(len(requests), dtype=bool)
+            plain[overridden] = False
+            if plain.any():
+                units[plain] = predict_inplace(self.booster, self.matrix.iloc[rows[plain]])
+            units[overridden] = self._what_if([requests[i] for i in overridden],
+                                              [prefixes[i] for i in overridden])
         # model_construct: every value is ours, already typed; validating 10k responses costs
         return [Forecast.model_construct(
             store_id=r.store_id, item_id=r.item_id, date=r.date, units=float(u),
@@ -143,17 +170,35 @@ class DemandForecaster:
             features_origin=self.origins[row], features_version=self.features_version,
             horizon=self.horizons[row]) for r, u, row in zip(requests, units, rows, strict=True)]
 
-    @staticmethod
-    def _reject_overrides(requests: list[ForecastRequest], prefixes: list[str]) -> None:
-        """This service answers from the snapshot as built (regular price, no promotion). The
-        next slice recomputes features online for overrides and replaces this check."""
-        for request, prefix in zip(requests, prefixes, strict=True):
-            given = [f for f in ("price", "on_promo") if getattr(request, f) is not None]
-            if given:
-                raise UnprocessableEntity(
-                    f"{prefix}{given[0]}: price and on_promo overrides are not supported yet: "
-                    "this service answers from the feature snapshot (regular price, no "
-                    "promotion); omit them")
+    def _load_online(self, root: Path) -> tuple[OnlineState | None, str]:
+        """The online feature state, if one is published for the snapshot's origin; else the
+        reason overrides are refused."""
+        if not state_exists(root):
+            return None, f"no online feature state is published at {root}"
+        state = load_state(root)
+        if state.origin != self.origin:
+            return None, (f"the online feature state at {root} is for origin {state.origin}, "
+                          f"the feature snapshot for origin {self.origin}")
+        return state, ""
+
+    def _what_if(self, requests: list[ForecastRequest], prefixes: list[str]) -> np.ndarray:
+        """Units for requests with price or promotion overrides: their rows rebuilt by the
+        training transforms from the online state, all in one call."""
+        if self.online is None:
+            given = next(f for f in ("price", "on_promo") if getattr(requests[0], f) is not None)
+            raise UnprocessableEntity(
+                f"{prefixes[0]}{given}: price and on_promo overrides need the online feature "
+                f"state, and {self.online_missing}: materialize `online_features`, or omit them "
+                "to get the forecast at the regular price without promotion")
+        frame = pl.DataFrame(
+            [(r.store_id, r.item_id, r.date, r.price, r.on_promo) for r in requests],
+            schema={"store_id": pl.Utf8, "item_id": pl.Utf8, "date": pl.Date,
+                    "price": pl.Float64, "on_promo": pl.Int64}, orient="row")
+        try:
+            features = request_features(self.online, frame)
+        except RequestError as error:  # the snapshot knew the row: the two disagree
+            raise NotFound(f"{prefixes[error.index]}{error.field}: {error}") from error
+        return predict_inplace(self.booster, to_matrix(features, self.columns, self.levels))
 
     def _row(self, req: ForecastRequest, prefix: str) -> int:
         row = self.row_of.get((req.store_id, req.item_id, req.date))

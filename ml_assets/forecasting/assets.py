@@ -6,24 +6,24 @@ import dagster as dg
 import polars as pl
 
 from ml_assets.features.assets import feature_spec, read_feature_inputs
-from ml_assets.features.transforms import SERIES
+from ml_assets.features.transforms import SERIES, FeatureSpec
 from ml_assets.forecasting.horizon import horizon_features
 from ml_assets.metadata import table_metadata
 from ml_assets.partitions import first_day
 from ml_assets.training.registry import load_alias
 from resources.delta import DeltaStore
 from resources.platform import PlatformSettings
+from resources.settings import Settings
 
 FORECAST_FEATURES_TABLE = "gold/forecast_features"
 BATCH_FORECASTS_TABLE = "gold/batch_forecasts"
 
 
-@dg.asset(group_name="forecasting", deps=["features"], kinds={"delta", "polars"},
-          description="Feature rows for every active series over the next horizon after the "
-                      "last landed day (the forecast origin), built by the same transforms as "
-                      "the training rows. What batch forecasts and the Bento service read.")
-def forecast_features(platform: PlatformSettings, delta: DeltaStore) -> dg.MaterializeResult:
-    settings = platform.get()
+def horizon_inputs(settings: Settings, delta: DeltaStore
+                   ) -> tuple[dt.date, FeatureSpec, dict[str, pl.DataFrame | None]]:
+    """The forecast origin (the last landed day), the feature spec, and the bronze rows and
+    dimensions the next horizon's features need: one read for every next-horizon asset, so
+    equal inputs give equal rows."""
     spec = feature_spec(settings.dataset)
     origin = delta.scan("bronze/sales").select(pl.col("date").max()).collect().item()
     if origin is None:
@@ -31,6 +31,15 @@ def forecast_features(platform: PlatformSettings, delta: DeltaStore) -> dg.Mater
     step = dt.timedelta(days=spec.period_days)
     inputs = read_feature_inputs(delta, origin + step, origin + (spec.horizon + 1) * step, spec,
                                  first_day(settings))
+    return origin, spec, inputs
+
+
+@dg.asset(group_name="forecasting", deps=["features"], kinds={"delta", "polars"},
+          description="Feature rows for every active series over the next horizon after the "
+                      "last landed day (the forecast origin), built by the same transforms as "
+                      "the training rows. What batch forecasts and the Bento service read.")
+def forecast_features(platform: PlatformSettings, delta: DeltaStore) -> dg.MaterializeResult:
+    origin, spec, inputs = horizon_inputs(platform.get(), delta)
     table = horizon_features(inputs.pop("sales"), origin, spec, **inputs)
     version = delta.overwrite(FORECAST_FEATURES_TABLE, table)
     return dg.MaterializeResult(metadata={

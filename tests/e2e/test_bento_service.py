@@ -214,8 +214,9 @@ ERRORS = {
     "batch item": ("/forecast_batch", lambda s: {"requests": [_row(s), _row(s), _row(s),
                    _row(s, date="2025-02-30")]}, 422, "requests.3.date: Input should be",
                    ["requests.3.date"]),
+    # this server has no online feature state (`online_features` not materialized)
     "override": ("/forecast", lambda s: _row(s, price=3.5), 422, "price: price and on_promo "
-                 "overrides are not supported yet", None),
+                 "overrides need the online feature state", None),
     "batch override": ("/forecast_batch", lambda s: {"requests": [_row(s), _row(s, on_promo=1)]},
                        422, "requests.1.on_promo: price and on_promo overrides", None),
     "unknown store": ("/forecast", lambda s: _row(s, store_id="no-such-store"), 404,

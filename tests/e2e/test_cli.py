@@ -101,13 +101,18 @@ def _running(target: str, env: dict[str, str]) -> Iterator[subprocess.Popen]:
 def test_make_serve_answers_with_the_batch_forecast(demo: dict) -> None:
     table = demo["home"] / "delta" / "gold" / "batch_forecasts"
     batch = pl.read_delta(str(table)).row(0, named=True)
+    request = {"store_id": batch["store_id"], "item_id": batch["item_id"],
+               "date": batch["date"].isoformat()}
     with _running("serve", demo["env"]) as proc:
         _wait_for("http://127.0.0.1:3001/readyz", proc)
-        answer = requests.post("http://127.0.0.1:3001/forecast", timeout=30, json={
-            "store_id": batch["store_id"], "item_id": batch["item_id"],
-            "date": batch["date"].isoformat()}).json()
+        answer = requests.post("http://127.0.0.1:3001/forecast", timeout=30, json=request).json()
+        # a what-if: the row is rebuilt from the online state that `full_pipeline` published
+        promoted = requests.post("http://127.0.0.1:3001/forecast", timeout=30,
+                                 json={**request, "on_promo": 1})
     assert answer["units"] == pytest.approx(batch["units_forecast"], abs=1e-4)
     assert answer["model_version"] == batch["model_version"] == "1"
+    assert promoted.status_code == 200, promoted.text
+    assert promoted.json()["units"] >= 0 and promoted.json()["model_version"] == "1"
 
 
 @pytest.mark.timeout(300)

@@ -246,7 +246,8 @@ def test_ui_shows_groups_partitions_checks_and_metadata(webserver: dict,
         "sales_quarantine": "ingest", "features": "features", "training_set": "training",
         "demand_model": "training", "model_evaluation": "evaluation",
         "champion": "deployment", "demand_forecaster_bento": "deployment",
-        "forecast_features": "forecasting", "batch_forecasts": "forecasting"}
+        "forecast_features": "forecasting", "batch_forecasts": "forecasting",
+        "online_features": "forecasting"}
     assert nodes["features"]["isPartitioned"]
     assert "Daily" in nodes["features"]["partitionDefinition"]["description"]
     checks = {k: {(c["name"], c["blocking"]) for c in n["assetChecksOrError"]["checks"]}

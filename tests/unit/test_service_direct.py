@@ -169,11 +169,13 @@ def test_a_bad_request_fails_the_batch_naming_its_index(world: SimpleNamespace) 
 
 
 @pytest.mark.parametrize("override", [{"price": 2.5}, {"on_promo": 1}, {"on_promo": 0}])
-def test_overrides_are_refused_until_online_features_land(world: SimpleNamespace,
-                                                          override: dict) -> None:
+def test_overrides_are_refused_without_an_online_state(world: SimpleNamespace,
+                                                       override: dict) -> None:
     request = _requests(world.snapshot.head(1))[0]
     field = next(iter(override))
-    with pytest.raises(UnprocessableEntity, match=f"^{field}: .*not supported yet"):
+    with pytest.raises(UnprocessableEntity,
+                       match=f"^{field}: .*need the online feature state, and no online feature "
+                             "state is published at .*online: materialize `online_features`"):
         _forecast(world, **request, **override)
     with pytest.raises(UnprocessableEntity, match=rf"^requests\.1\.{field}: "):
         _batch(world, [request, {**request, **override}])
