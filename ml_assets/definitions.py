@@ -15,6 +15,7 @@ from ml_assets.features.assets import build_feature_assets
 from ml_assets.forecasting.assets import batch_forecasts, forecast_features
 from ml_assets.forecasting.online_assets import online_features
 from ml_assets.ingest.assets import build_ingest_assets
+from ml_assets.monitoring.assets import prediction_log
 from ml_assets.partitions import build_partitions
 from ml_assets.training.assets import demand_model, training_set
 from resources import build_resources
@@ -52,7 +53,7 @@ def build_definitions(settings: Settings, dataset_ref: str = "simulated") -> dg.
     partitions = build_partitions(settings)
     assets = [*build_ingest_assets(partitions), *build_feature_assets(partitions),
               training_set, demand_model, model_evaluation, champion, demand_forecaster_bento,
-              forecast_features, batch_forecasts, online_features]
+              forecast_features, batch_forecasts, online_features, prediction_log]
     jobs = build_jobs()
     daily = next(j for j in jobs if j.name == "daily_forecast")
     retrain = next(j for j in jobs if j.name == "retrain")

@@ -10,6 +10,8 @@ training transforms (`ml_assets.forecasting.online.request_features`), never pat
 
 Routes: POST /forecast, POST /forecast_batch, GET /model, and BentoML's /livez, /readyz and
 /metrics. Auth, the latency histogram and the error body shape live in `middleware.py`.
+Every forecast served is appended to the prediction log (`prediction_log.py`, under
+RETAIL_ML_HOME/predictions; RETAIL_ML_PREDICTION_LOG=off turns it off).
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from fastapi import FastAPI
 
 from bentos.demand_forecaster.middleware import ApiEdge, quiet_client_errors
 from bentos.demand_forecaster.openapi import with_real_errors
+from bentos.demand_forecaster.prediction_log import PredictionLog, enabled, timer
 from bentos.demand_forecaster.schemas import Forecast, ForecastRequest, ModelInfo, SnapshotInfo
 from ml_assets.forecasting.online import (
     OnlineState,
@@ -102,6 +105,8 @@ class DemandForecaster:
         self.first: dt.date = features.get_column("date").min()
         self.last: dt.date = features.get_column("date").max()
         self.online, self.online_missing = self._load_online(settings.online_dir)
+        self.prediction_log = PredictionLog(settings.home / "predictions") if enabled() else None
+        self.log_failures = 0
         self.info = ModelInfo(
             model_version=self.model_version, model_tag=self.model_tag,
             mlflow_run_id=labels.get("mlflow_run_id"), created_at=model.info.creation_time,
@@ -119,17 +124,21 @@ class DemandForecaster:
     async def forecast(self, store_id: str, item_id: str, date: dt.date,
                        price: float | None = None, on_promo: int | None = None) -> Forecast:
         """Units forecast for one store, item and date within the current horizon."""
+        start = timer()
         request = ForecastRequest(store_id=store_id, item_id=item_id, date=date, price=price,
                                   on_promo=on_promo)
         if price is None and on_promo is None:
-            return self._forecast([request], batch=False)[0]
-        # a what-if row is built by the feature transforms (milliseconds): off the event loop
-        return (await asyncio.to_thread(self._forecast, [request], False))[0]
+            answer = self._forecast([request], batch=False)
+        else:  # a what-if row is built by the feature transforms (milliseconds): off the loop
+            answer = await asyncio.to_thread(self._forecast, [request], False)
+        self._log("forecast", [request], answer, start)
+        return answer[0]
 
     @bentoml.api
     async def forecast_batch(self, requests: list[ForecastRequest]) -> list[Forecast]:
         """Many forecasts scored in one call (at most RETAIL_ML_MAX_BATCH, default 10000). Any
         invalid request fails the whole batch, and the error names its index."""
+        start = timer()
         if len(requests) > self.max_batch:
             raise BentoMLException(
                 f"requests: {len(requests)} forecasts in one batch, the limit is "
@@ -137,13 +146,35 @@ class DemandForecaster:
                 error_code=HTTPStatus.REQUEST_ENTITY_TOO_LARGE)
         # off the event loop: a large batch takes milliseconds that single forecasts should not
         # wait for
-        return await asyncio.to_thread(self._forecast, requests, True)
+        answers = await asyncio.to_thread(self._forecast, requests, True)
+        self._log("forecast_batch", requests, answers, start)
+        return answers
 
     @info_app.get("/model", response_model=ModelInfo)
     async def model_info(self) -> ModelInfo:
         """The model serving (MLflow version, tag, metrics, training data versions) and the
         feature snapshot it answers from."""
         return self.info
+
+    @bentoml.on_shutdown
+    def close_prediction_log(self) -> None:
+        """Writes the queued records and publishes the current log file."""
+        if self.prediction_log is not None:
+            self.prediction_log.close()
+
+    def _log(self, endpoint: str, requests: list[ForecastRequest], answers: list[Forecast],
+             start: float) -> None:
+        """Queues the records of a served call; a failure is counted and logged, never raised:
+        the client has its forecast."""
+        if self.prediction_log is None or not answers:
+            return
+        try:
+            self.prediction_log.append(endpoint, requests, answers, timer() - start)
+        except Exception:  # noqa: BLE001 - the log must never fail a served request
+            self.log_failures += 1
+            logging.getLogger(__name__).exception(
+                "prediction log: %d records not queued (%d failures)", len(answers),
+                self.log_failures)
 
     def _forecast(self, requests: list[ForecastRequest], batch: bool) -> list[Forecast]:
         if not requests:

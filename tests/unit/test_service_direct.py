@@ -24,6 +24,7 @@ from bentoml.exceptions import BentoMLException, NotFound, UnprocessableEntity
 
 from bentos.demand_forecaster.schemas import ForecastRequest
 from bentos.demand_forecaster.service import FEATURES_TABLE, MAX_BATCH_ENV, DemandForecaster
+from ml_assets.monitoring.prediction_log import read_log_files
 from ml_assets.training.dataset import Columns, to_matrix
 from ml_assets.training.model import fit, predict
 
@@ -201,3 +202,25 @@ def test_model_info_reports_versions_metrics_and_snapshot(world: SimpleNamespace
                      "first_date": ORIGIN + dt.timedelta(days=1),
                      "last_date": ORIGIN + dt.timedelta(days=HORIZON), "period_days": 1,
                      "series": 11, "rows": 11 * HORIZON}}
+
+
+def test_served_forecasts_are_in_the_prediction_log_after_close(
+        world: SimpleNamespace, monkeypatch: pytest.MonkeyPatch) -> None:
+    svc = DemandForecaster()  # its own log, so closing it leaves the shared service's alone
+    rows = world.snapshot.head(3)
+    one = _requests(rows)[0]
+    single = asyncio.run(svc.forecast(**one)).model_dump()
+    batch = [a.model_dump() for a in asyncio.run(svc.forecast_batch(
+        [ForecastRequest(**r) for r in _requests(rows)[1:]]))]
+    svc.close_prediction_log()
+    logged, bad = read_log_files([svc.prediction_log.current_path])
+    assert bad == [] and logged.get_column("endpoint").to_list() == ["forecast"] + [
+        "forecast_batch"] * 2
+    assert logged.select("store_id", "item_id", "date", "units", "model_version",
+                         "features_version", "horizon").to_dicts() == [
+        {k: a[k] for k in ("store_id", "item_id", "date", "units", "model_version",
+                           "features_version", "horizon")} for a in [single, *batch]]
+    assert (logged.get_column("latency_ms") >= 0).all()
+
+    monkeypatch.setenv("RETAIL_ML_PREDICTION_LOG", "off")
+    assert DemandForecaster().prediction_log is None

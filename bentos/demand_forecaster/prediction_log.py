@@ -1,0 +1,187 @@
+"""The prediction log: every forecast served, appended as a JSON line without blocking requests.
+
+The request path only puts one tuple on a `queue.SimpleQueue` (the request and response objects
+as they are); one daemon thread builds the records and writes them. Files live under
+`<RETAIL_ML_HOME>/predictions/`, one per UTC hour and process, and a new one when a file grows
+past `max_bytes`:
+
+    predictions-<yyyymmddTHH>-<pid>-<seq>.jsonl.open   while written
+    predictions-<yyyymmddTHH>-<pid>-<seq>.jsonl        once closed (renamed, atomically)
+
+Readers (the `prediction_log` asset) ingest closed files only: a closed file never changes, so
+ingesting it once per file name is idempotent. `close()` (atexit and the service's shutdown hook)
+drains the queue, then closes and renames the current file, so no record is lost on a clean
+shutdown. A write failure is logged and counted in `dropped`, never raised into a request.
+"""
+
+from __future__ import annotations
+
+import atexit
+import datetime as dt
+import json
+import logging
+import os
+import queue
+import threading
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import IO, Any
+
+ENABLED_ENV = "RETAIL_ML_PREDICTION_LOG"
+OPEN_SUFFIX = ".open"
+DEFAULT_MAX_BYTES = 64 * 1024 * 1024
+# request fields and response fields copied into every record
+REQUEST_FIELDS = ("store_id", "item_id", "date", "price", "on_promo")
+RESPONSE_FIELDS = ("units", "model_version", "model_tag", "features_version", "features_origin",
+                   "horizon")
+
+logger = logging.getLogger(__name__)
+_STOP = object()
+
+
+def enabled(environ: dict[str, str] | None = None) -> bool:
+    """On unless RETAIL_ML_PREDICTION_LOG is off, false, no or 0."""
+    value = (os.environ if environ is None else environ).get(ENABLED_ENV, "on")
+    return value.strip().lower() not in {"off", "false", "no", "0"}
+
+
+def _utc_now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+def _json_value(value: Any) -> Any:
+    return value.isoformat() if isinstance(value, dt.date) else value
+
+
+def records(endpoint: str, at: dt.datetime, latency_ms: float, requests: Sequence[Any],
+            forecasts: Sequence[Any]) -> list[dict[str, Any]]:
+    """One record per forecast: an id, when, where, the request, the answer and its versions."""
+    stamp = at.isoformat()
+    return [{"prediction_id": str(uuid.uuid4()), "ts": stamp, "endpoint": endpoint,
+             **{f: _json_value(getattr(req, f)) for f in REQUEST_FIELDS},
+             **{f: _json_value(getattr(out, f)) for f in RESPONSE_FIELDS},
+             "latency_ms": round(latency_ms, 3)}
+            for req, out in zip(requests, forecasts, strict=True)]
+
+
+class PredictionLog:
+    """A non-blocking JSON-lines appender with hourly and size rotation (see the module doc)."""
+
+    def __init__(self, directory: Path, max_bytes: int = DEFAULT_MAX_BYTES,
+                 clock: Callable[[], dt.datetime] = _utc_now, idle_seconds: float = 5.0) -> None:
+        self.directory = Path(directory)
+        self.max_bytes = max_bytes
+        self.clock = clock
+        self.idle_seconds = idle_seconds  # how often an idle writer checks for the hour's end
+        self.pid = os.getpid()
+        self.written = 0
+        self.dropped = 0
+        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._file: IO[str] | None = None
+        self._path: Path | None = None
+        self._hour = ""
+        self._seq = 0
+        self._closed = False
+        self._thread = threading.Thread(target=self._run, name="prediction-log", daemon=True)
+        self._thread.start()
+        atexit.register(self.close)
+
+    def append(self, endpoint: str, requests: Sequence[Any], forecasts: Sequence[Any],
+               latency_ms: float) -> None:
+        """Queues the forecasts of one call; the records are built and written off the request
+        path. Never blocks."""
+        if self._closed:
+            self.dropped += len(forecasts)
+            return
+        self._queue.put((endpoint, self.clock(), latency_ms, requests, forecasts))
+
+    def close(self, timeout: float = 10.0) -> None:
+        """Writes everything queued, then closes and publishes (renames) the current file."""
+        if self._closed:
+            return
+        self._closed = True
+        self._queue.put(_STOP)
+        self._thread.join(timeout)
+        atexit.unregister(self.close)
+
+    @property
+    def current_path(self) -> Path | None:
+        return self._path
+
+    def _run(self) -> None:
+        while True:
+            try:
+                item = self._queue.get(timeout=self.idle_seconds)
+            except queue.Empty:
+                self._rotate_if_due(0)
+                continue
+            batch = [item]
+            while item is not _STOP:  # drain what is queued: one flush for all of it
+                try:
+                    item = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                batch.append(item)
+            stop = batch[-1] is _STOP
+            self._write([b for b in batch if b is not _STOP])
+            if stop:
+                self._publish()
+                return
+
+    def _write(self, batch: list[tuple[Any, ...]]) -> None:
+        """Writes the calls drained from the queue (a file may rotate between two calls, so a
+        file exceeds max_bytes only when one call alone does), then flushes once."""
+        for endpoint, at, latency_ms, requests, forecasts in batch:
+            try:
+                text = "".join(json.dumps(r, separators=(",", ":")) + "\n"
+                               for r in records(endpoint, at, latency_ms, requests, forecasts))
+                if not text:
+                    continue
+                self._rotate_if_due(len(text))
+                assert self._file is not None
+                self._file.write(text)
+                self.written += len(forecasts)
+            except Exception:  # the writer thread must survive anything a record or disk does
+                self.dropped += len(forecasts)
+                logger.exception("prediction log: %d records could not be written to %s "
+                                 "(%d dropped so far)", len(forecasts), self.directory,
+                                 self.dropped)
+        try:
+            if self._file is not None:
+                self._file.flush()
+        except OSError:
+            logger.exception("prediction log: could not flush %s", self._path)
+
+    def _rotate_if_due(self, incoming: int) -> None:
+        hour = self.clock().strftime("%Y%m%dT%H")
+        if self._file is not None and (
+                hour != self._hour or self._file.tell() + incoming > self.max_bytes):
+            self._publish()
+        if self._file is None and incoming:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            self._seq = self._seq + 1 if hour == self._hour else 1
+            self._hour = hour
+            name = f"predictions-{hour}-{self.pid}-{self._seq:04d}.jsonl"
+            while any((self.directory / n).exists() for n in (name, name + OPEN_SUFFIX)):
+                self._seq += 1  # never append to, or replace, another writer's file
+                name = f"predictions-{hour}-{self.pid}-{self._seq:04d}.jsonl"
+            self._path = self.directory / name
+            self._file = open(self.directory / (name + OPEN_SUFFIX), "a", encoding="utf-8")  # noqa: SIM115
+
+    def _publish(self) -> None:
+        if self._file is None or self._path is None:
+            return
+        try:
+            self._file.close()
+            os.replace(self._path.with_name(self._path.name + OPEN_SUFFIX), self._path)
+        except OSError:
+            logger.exception("prediction log: could not close %s", self._path)
+        finally:
+            self._file = None
+
+
+def timer() -> float:
+    """Milliseconds on a monotonic clock, for latency_ms."""
+    return time.perf_counter() * 1000.0

@@ -1,0 +1,1 @@
+"""Monitoring: the serving prediction log (next: feature drift and forecast accuracy)."""
