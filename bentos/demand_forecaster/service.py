@@ -25,9 +25,7 @@ from pathlib import Path
 
 import bentoml
 import numpy as np
-import pandas as pd
 import polars as pl
-import xgboost as xgb
 from bentoml.exceptions import BentoMLException, NotFound, UnprocessableEntity
 from deltalake import DeltaTable
 from fastapi import FastAPI
@@ -44,6 +42,7 @@ from ml_assets.forecasting.online import (
     state_exists,
 )
 from ml_assets.training.dataset import Columns, to_matrix
+from ml_assets.training.model import predict_inplace
 from resources.settings import load_settings
 
 FEATURES_TABLE = "gold/forecast_features"
@@ -58,12 +57,6 @@ MODEL_TAG = getattr(bentoml.use_arguments(), "model_tag", "demand_forecaster:lat
 # BentoML APIs are POST only: GET routes come from a mounted FastAPI app, whose routes BentoML
 # adds to its OpenAPI spec. Its own docs routes are off: /docs.json covers everything.
 info_app = FastAPI(docs_url=None, redoc_url=None, openapi_url=None)
-
-
-def predict_inplace(booster: xgb.Booster, x: pd.DataFrame) -> np.ndarray:
-    """`ml_assets.training.model.predict` without building a DMatrix per call (the same trees
-    on the same frame, so equal values): forecasts are demand, never negative."""
-    return np.clip(booster.inplace_predict(x), 0.0, None)
 
 
 @bentoml.service(name="demand_forecaster", traffic={"timeout": 30})

@@ -12,7 +12,6 @@ import datetime as dt
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -38,6 +37,7 @@ from ml_assets.training.dataset import (
 )
 from ml_assets.training.model import fit, predict
 from tests.conftest import featured_world
+from tests.e2e.servers import free_port, wait_for_bento
 
 pytestmark = pytest.mark.timeout(420)
 TOKEN = "s3cret-token"
@@ -45,32 +45,12 @@ MAX_BATCH = 500
 HISTOGRAM = "demand_forecaster_request_duration_seconds"
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _wait_ready(url: str, proc: subprocess.Popen, log: Path, timeout: float = 180) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            pytest.fail(f"bentoml serve exited with {proc.returncode}:\n{log.read_text()[-4000:]}")
-        try:
-            if requests.get(f"{url}/readyz", timeout=2).status_code == 200:
-                return
-        except requests.RequestException:  # not listening yet, or busy starting its worker
-            pass
-        time.sleep(1)
-    pytest.fail(f"bentoml serve not ready within {timeout} s:\n{log.read_text()[-4000:]}")
-
-
 @contextmanager
 def _server(bento_tag: str, env: dict[str, str], cwd: Path,
             log: Path) -> Iterator[tuple[str, subprocess.Popen]]:
     """Starts `bentoml serve` (not waiting for it) and yields its URL and process; stops it on
     exit."""
-    port = _free_port()
+    port = free_port()
     proc = subprocess.Popen(
         [sys.executable, "-m", "bentoml", "serve", bento_tag, "--host", "127.0.0.1",
          "--port", str(port)], cwd=cwd, env=env, stdout=open(log, "w"),
@@ -129,8 +109,8 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
         auth_url, auth_proc = stack.enter_context(_server(
             built["bento_tag"], {**env, "RETAIL_ML_API_TOKEN": TOKEN}, home,
             home / "serve-auth.log"))
-        _wait_ready(url, proc, home / "serve.log")
-        _wait_ready(auth_url, auth_proc, home / "serve-auth.log")
+        wait_for_bento(url, proc, home / "serve.log")
+        wait_for_bento(auth_url, auth_proc, home / "serve-auth.log")
         with bentoml.SyncHTTPClient(url, timeout=60) as client:
             yield {"client": client, "url": url, "auth_url": auth_url, "booster": booster,
                    "columns": columns, "levels": levels, "snapshot": snapshot,

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -26,6 +25,7 @@ from ml_assets.definitions import build_definitions
 from ml_assets.simulation.landing import land
 from resources.settings import load_settings
 from tests.conftest import small_world_env
+from tests.e2e.servers import free_port, wait_for_bento
 
 pytestmark = pytest.mark.timeout(900)  # a test's timeout includes its module fixtures' setup
 
@@ -62,12 +62,6 @@ query RunErrors($runId: ID!) { logsForRun(runId: $runId) {
         ... on ErrorEvent { error { message cause { message cause { message } } } } } }
     ... on PythonError { message } } }
 """
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _graphql(url: str, query: str, **variables: object) -> dict:
@@ -108,20 +102,6 @@ def _wait_for_code_location(url: str, proc: subprocess.Popen, log: Path,
     pytest.fail(f"dagster dev not ready within {timeout} s:\n{log.read_text()[-4000:]}")
 
 
-def _wait_for_bento(url: str, proc: subprocess.Popen, log: Path, timeout: float = 180) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            pytest.fail(f"bentoml serve exited with {proc.returncode}:\n{log.read_text()[-4000:]}")
-        try:
-            if requests.get(f"{url}/readyz", timeout=2).status_code == 200:
-                return
-        except requests.RequestException:  # not listening yet, or busy starting its worker
-            pass
-        time.sleep(1)
-    pytest.fail(f"bentoml serve not ready within {timeout} s:\n{log.read_text()[-4000:]}")
-
-
 @pytest.fixture(scope="module")
 def webserver(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
     home = tmp_path_factory.mktemp("web") / "home"
@@ -134,7 +114,7 @@ def webserver(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
     partitions = build_definitions(settings, world_env["RETAIL_ML_DATASET"]).resolve_job_def(
         "full_pipeline").partitions_def
     keys = partitions.get_partition_keys()
-    port, log = _free_port(), home / "dagster-dev.log"
+    port, log = free_port(), home / "dagster-dev.log"
     proc = subprocess.Popen(
         [sys.executable, "-m", "dagster", "dev", "-w", "workspace.yaml", "-h", "127.0.0.1",
          "-p", str(port)], cwd=ROOT, env=env, stdout=open(log, "w"),
@@ -195,7 +175,7 @@ def full_pipeline_run(webserver: dict) -> str:
 def forecaster(webserver: dict, full_pipeline_run: str) -> Iterator[bentoml.SyncHTTPClient]:
     """`bentoml serve demand_forecaster:latest`: the Bento the pipeline built."""
     home = webserver["home"]
-    port, log = _free_port(), home / "bentoml-serve.log"
+    port, log = free_port(), home / "bentoml-serve.log"
     env = {**os.environ, **webserver["env"], "BENTOML_HOME": str(home / "bentoml"),
            "BENTOML_DO_NOT_TRACK": "true"}
     proc = subprocess.Popen(
@@ -204,7 +184,7 @@ def forecaster(webserver: dict, full_pipeline_run: str) -> Iterator[bentoml.Sync
         stderr=subprocess.STDOUT, start_new_session=True)
     try:
         url = f"http://127.0.0.1:{port}"
-        _wait_for_bento(url, proc, log)
+        wait_for_bento(url, proc, log)
         with bentoml.SyncHTTPClient(url, timeout=60) as client:
             yield client
     finally:

@@ -1,0 +1,32 @@
+"""Helpers for the e2e tests that start real servers (dagster dev, bentoml serve)."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+import requests
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for_bento(url: str, proc: subprocess.Popen, log: Path, timeout: float = 180) -> None:
+    """Until `bentoml serve` answers /readyz; fails with its log if it exits or times out."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            pytest.fail(f"bentoml serve exited with {proc.returncode}:\n{log.read_text()[-4000:]}")
+        try:
+            if requests.get(f"{url}/readyz", timeout=2).status_code == 200:
+                return
+        except requests.RequestException:  # not listening yet, or busy starting its worker
+            pass
+        time.sleep(1)
+    pytest.fail(f"bentoml serve not ready within {timeout} s:\n{log.read_text()[-4000:]}")
