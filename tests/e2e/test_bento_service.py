@@ -1,23 +1,16 @@
 """A real Bento built by `save_and_build`, served by `bentoml serve`, called over HTTP.
 
-The fixture runs the real ingest + features job on a small world, writes the forecast feature
-snapshot the service reads, fits a quick booster and builds two Bentos (an older and a newer
-model) into one BentoML home, then serves the older one twice, side by side: without auth (and
-a batch limit of 500) and with a bearer token (default limit).
+The session's Bento world (tests/e2e/bento_world.py) serves its older model twice, side by side:
+without auth (and a batch limit of 500) and with a bearer token (default limit).
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import os
 import re
-import signal
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
-from pathlib import Path
+from contextlib import ExitStack
 
 import bentoml
 import numpy as np
@@ -25,19 +18,10 @@ import polars as pl
 import pytest
 import requests
 
-from ml_assets.deployment.bento import save_and_build
-from ml_assets.features.assets import FEATURES_TABLE, feature_spec
-from ml_assets.forecasting.horizon import horizon_features
-from ml_assets.training.dataset import (
-    TARGET,
-    category_levels,
-    model_columns,
-    split_by_time,
-    to_matrix,
-)
-from ml_assets.training.model import fit, predict
-from tests.conftest import featured_world
-from tests.e2e.servers import free_port, wait_for_bento
+from ml_assets.training.dataset import to_matrix
+from ml_assets.training.model import predict
+from tests.e2e.bento_world import BentoWorld, bento_server
+from tests.e2e.servers import wait_for_bento
 
 pytestmark = pytest.mark.timeout(420)
 TOKEN = "s3cret-token"
@@ -45,78 +29,24 @@ MAX_BATCH = 500
 HISTOGRAM = "demand_forecaster_request_duration_seconds"
 
 
-@contextmanager
-def _server(bento_tag: str, env: dict[str, str], cwd: Path,
-            log: Path) -> Iterator[tuple[str, subprocess.Popen]]:
-    """Starts `bentoml serve` (not waiting for it) and yields its URL and process; stops it on
-    exit."""
-    port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "bentoml", "serve", bento_tag, "--host", "127.0.0.1",
-         "--port", str(port)], cwd=cwd, env=env, stdout=open(log, "w"),
-        stderr=subprocess.STDOUT, start_new_session=True)
-    try:
-        yield f"http://127.0.0.1:{port}", proc
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)  # the server runs its workers as child processes
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-
-
 @pytest.fixture(scope="module")
-def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
-    home = tmp_path_factory.mktemp("bento") / "home"
-    world = featured_world(home)
-    assert world.result.success
-    world.instance.dispose()
-    delta, settings = world.defs.resources["delta"], world.settings
-    spec = feature_spec(settings.dataset)
-
-    sales = delta.read("bronze/sales").drop("source_file", "row_number")
-    origin = sales.get_column("date").max()
-    dims = {name: delta.read(f"bronze/{name}") for name in ("stores", "items", "calendar")
-            if delta.exists(f"bronze/{name}")}
-    snapshot = horizon_features(sales, origin, spec, **dims)
-    for _ in range(2):  # version 1: responses must carry the version, not assume 0
-        delta.overwrite("gold/forecast_features", snapshot)
-
-    frame = split_by_time(delta.read(FEATURES_TABLE), spec.horizon, spec.period_days)
-    columns, levels = category_levels(frame, model_columns(frame.drop("split")))
-    train, valid = (frame.filter(pl.col("split") == s) for s in ("train", "valid"))
-    booster = fit(to_matrix(train, columns, levels), train.get_column(TARGET).to_numpy(),
-                  to_matrix(valid, columns, levels), valid.get_column(TARGET).to_numpy(),
-                  max_rounds=30).booster
-    meta = {"numeric": columns.numeric, "categorical": columns.categorical,
-            "category_levels": levels}
-    labels = {"mlflow_version": "7", "mlflow_run_id": "test-run",
-              "delta_features": str(delta.version(FEATURES_TABLE)),
-              "delta_training_set": "0", "delta_bronze_sales": str(delta.version("bronze/sales")),
-              "metric_backtest_wape": "0.42", "metric_seasonal_naive_wape": "0.61"}
-    bentoml_home = home / "bentoml"
-    built = save_and_build(booster, meta, labels, bentoml_home)
-    newer = save_and_build(booster[:3], meta, {**labels, "mlflow_version": "8"}, bentoml_home)
-
-    env = {**os.environ, **world.env, "BENTOML_HOME": str(bentoml_home),
-           "BENTOML_DO_NOT_TRACK": "true"}
-    env.pop("RETAIL_ML_API_TOKEN", None)
+def served(bento_world: BentoWorld) -> Iterator[dict]:
+    w, home = bento_world, bento_world.home
     with ExitStack() as stack:  # both start at once; then wait for both
-        url, proc = stack.enter_context(_server(
-            built["bento_tag"], {**env, "RETAIL_ML_MAX_BATCH": str(MAX_BATCH)}, home,
+        url, proc = stack.enter_context(bento_server(
+            w.built["bento_tag"], {**w.env, "RETAIL_ML_MAX_BATCH": str(MAX_BATCH)}, home,
             home / "serve.log"))
-        auth_url, auth_proc = stack.enter_context(_server(
-            built["bento_tag"], {**env, "RETAIL_ML_API_TOKEN": TOKEN}, home,
+        auth_url, auth_proc = stack.enter_context(bento_server(
+            w.built["bento_tag"], {**w.env, "RETAIL_ML_API_TOKEN": TOKEN}, home,
             home / "serve-auth.log"))
         wait_for_bento(url, proc, home / "serve.log")
         wait_for_bento(auth_url, auth_proc, home / "serve-auth.log")
         with bentoml.SyncHTTPClient(url, timeout=60) as client:
-            yield {"client": client, "url": url, "auth_url": auth_url, "booster": booster,
-                   "columns": columns, "levels": levels, "snapshot": snapshot,
-                   "origin": origin, "spec": spec, "built": built, "newer": newer,
-                   "features_version": delta.version("gold/forecast_features"),
-                   "labels": labels, "log": home / "serve.log"}
+            yield {"client": client, "url": url, "auth_url": auth_url, "booster": w.booster,
+                   "columns": w.columns, "levels": w.levels, "snapshot": w.snapshot,
+                   "origin": w.origin, "spec": w.spec, "built": w.built, "newer": w.newer,
+                   "features_version": w.features_version, "labels": w.labels,
+                   "log": home / "serve.log"}
 
 
 def _expected(served: dict, rows: pl.DataFrame) -> np.ndarray:
