@@ -130,6 +130,11 @@ class Settings(_Strict):
         return self.home / "online"
 
     @property
+    def serving_dir(self) -> Path:
+        """The champion pointer the running forecaster follows (ml_assets/deployment/pointer)."""
+        return self.home / "serving"
+
+    @property
     def mlflow_dir(self) -> Path:
         return self.home / "mlflow"
 

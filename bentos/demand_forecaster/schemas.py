@@ -27,7 +27,7 @@ class Forecast(BaseModel):
     item_id: str
     date: dt.date
     units: float
-    model_version: str  # the MLflow registry version the Bento was built from
+    model_version: str  # the MLflow registry version that answered
     model_tag: str
     features_origin: dt.date  # the last landed day the features reach
     features_version: int  # the Delta version of the feature snapshot that answered
@@ -45,8 +45,18 @@ class SnapshotInfo(BaseModel):
     rows: int
 
 
+class Reload(BaseModel):
+    """The hot swap: how often the server looks for a new champion or feature snapshot, and
+    how that went since it started."""
+
+    interval_seconds: float  # 0: off
+    swaps: int
+    failures: int
+    last_error: str | None  # of the last failed reload; None once a reload succeeds
+
+
 class ModelInfo(BaseModel):
-    model_version: str  # MLflow registry version: the champion when the Bento was built
+    model_version: str  # MLflow registry version of the model answering now
     model_tag: str
     mlflow_run_id: str | None
     created_at: dt.datetime
@@ -54,3 +64,5 @@ class ModelInfo(BaseModel):
     training_data: dict[str, int]  # Delta versions of the tables it learnt from (`delta_*`)
     feature_columns: list[str]
     features: SnapshotInfo
+    loaded_at: dt.datetime | None = None  # when this model and snapshot started answering
+    reload: Reload | None = None

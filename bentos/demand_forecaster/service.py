@@ -8,6 +8,12 @@ A request that overrides a known-in-advance input (price, on_promo) is answered 
 feature state (`online_features`, under RETAIL_ML_HOME/online): its row is rebuilt by the
 training transforms (`ml_assets.forecasting.online.request_features`), never patched.
 
+Hot swap (`state.py`): the server polls the champion pointer that `demand_forecaster_bento`
+publishes (RETAIL_ML_HOME/serving/champion.json), the snapshot's Delta version and the online
+state every RETAIL_ML_RELOAD_SECONDS (default 5, 0 = off). When one moves, the new model and
+snapshot load on a background thread and replace the old ones in one assignment; a request
+already running finishes on what it started with. Every answer names its model and snapshot.
+
 Routes: POST /forecast, POST /forecast_batch, GET /model, and BentoML's /livez, /readyz and
 /metrics. Auth, the latency histogram and the error body shape live in `middleware.py`.
 Every forecast served is appended to the prediction log (`prediction_log.py`, under
@@ -21,34 +27,37 @@ import datetime as dt
 import logging
 import os
 from http import HTTPStatus
-from pathlib import Path
 
 import bentoml
 import numpy as np
 import polars as pl
 from bentoml.exceptions import BentoMLException, NotFound, UnprocessableEntity
-from deltalake import DeltaTable
 from fastapi import FastAPI
 
 from bentos.demand_forecaster.middleware import ApiEdge, quiet_client_errors
 from bentos.demand_forecaster.openapi import with_real_errors
 from bentos.demand_forecaster.prediction_log import PredictionLog, enabled, timer
-from bentos.demand_forecaster.schemas import Forecast, ForecastRequest, ModelInfo, SnapshotInfo
-from ml_assets.forecasting.online import (
-    OnlineState,
-    RequestError,
-    load_state,
-    request_features,
-    state_exists,
+from bentos.demand_forecaster.schemas import Forecast, ForecastRequest, ModelInfo, Reload
+from bentos.demand_forecaster.state import (
+    FEATURES_TABLE,
+    Paths,
+    Reloader,
+    Serving,
+    Sources,
+    current_sources,
+    load_serving,
 )
-from ml_assets.training.dataset import Columns, to_matrix
+from ml_assets.forecasting.online import RequestError, request_features
+from ml_assets.training.dataset import to_array
 from ml_assets.training.model import predict_inplace
 from resources.settings import load_settings
 
-FEATURES_TABLE = "gold/forecast_features"
 REQUEST_ERROR_LOG = "bentoml._internal.server.http_app"  # where BentoML logs failed requests
 MAX_BATCH_ENV = "RETAIL_ML_MAX_BATCH"
 DEFAULT_MAX_BATCH = 10_000
+RELOAD_ENV = "RETAIL_ML_RELOAD_SECONDS"  # how often to look for a new champion or snapshot
+DEFAULT_RELOAD_SECONDS = 5.0  # 0 turns hot swapping off
+FOLLOW_ENV = "RETAIL_ML_FOLLOW_CHAMPION"  # off: serve the Bento's own model, whatever is promoted
 # The build pins the model version as a Bento argument: outside a container, BentoML resolves
 # "latest" against the whole local model store at serve time, so serving an older Bento (a
 # rollback) would otherwise load the newest model.
@@ -67,51 +76,32 @@ class DemandForecaster:
 
     def __init__(self) -> None:
         logging.getLogger(REQUEST_ERROR_LOG).addFilter(quiet_client_errors)
-        model = self.model_ref
-        self.booster = bentoml.xgboost.load_model(model)
-        meta, labels = model.info.metadata, dict(model.info.labels)
-        columns = Columns(list(meta["numeric"]), list(meta["categorical"]))
-        levels = {c: list(v) for c, v in meta["category_levels"].items()}
-        self.model_tag = str(model.tag)
-        self.model_version = labels.get("mlflow_version", "")
         settings = load_settings()
         self.period_days = settings.dataset.period_days
         self.max_batch = int(os.environ.get(MAX_BATCH_ENV, DEFAULT_MAX_BATCH))
-        self.columns, self.levels = columns, levels
-
-        path = str(settings.delta_root / FEATURES_TABLE)
-        self.features_version = DeltaTable(path).version()
-        # read at that version, so the version reported is the one served even if a write lands
-        features = pl.read_delta(path, version=self.features_version)
-        if features.height == 0:
-            raise RuntimeError(f"{FEATURES_TABLE} is empty: run the forecast features first")
-        # the model's input for every servable row, built once: a request only selects rows
-        self.matrix = to_matrix(features, columns, levels)
-        keys = features.select("store_id", "item_id", "date").rows()
-        self.row_of = {key: i for i, key in enumerate(keys)}
-        self.series = {(store, item) for store, item, _ in keys}
-        self.stores = {store for store, _ in self.series}
-        self.items = {item for _, item in self.series}
-        self.origins = features.get_column("origin").to_list()
-        self.horizons = features.get_column("horizon").to_list()
-        self.origin: dt.date = features.get_column("origin").max()
-        self.first: dt.date = features.get_column("date").min()
-        self.last: dt.date = features.get_column("date").max()
-        self.online, self.online_missing = self._load_online(settings.online_dir)
+        self.paths = Paths(features=settings.delta_root / FEATURES_TABLE,
+                           online=settings.online_dir, serving=settings.serving_dir)
+        follow = os.environ.get(FOLLOW_ENV, "on").lower() not in ("off", "0", "false")
+        built = str(self.model_ref.tag)
+        self.serving = self._load(current_sources(self.paths, built, follow))
+        self.reloader = Reloader(
+            served=lambda: self.serving,
+            sources=lambda: current_sources(self.paths, built, follow),
+            load=self._load, swap=self._swap,
+            interval=float(os.environ.get(RELOAD_ENV, DEFAULT_RELOAD_SECONDS)))
+        self.reloader.start()
         self.prediction_log = PredictionLog(settings.home / "predictions") if enabled() else None
         self.log_failures = 0
-        self.info = ModelInfo(
-            model_version=self.model_version, model_tag=self.model_tag,
-            mlflow_run_id=labels.get("mlflow_run_id"), created_at=model.info.creation_time,
-            metrics={k.removeprefix("metric_"): float(v) for k, v in labels.items()
-                     if k.startswith("metric_")},
-            training_data={k.removeprefix("delta_"): int(v) for k, v in labels.items()
-                           if k.startswith("delta_")},
-            feature_columns=columns.all,
-            features=SnapshotInfo(table=FEATURES_TABLE, version=self.features_version,
-                                  origin=self.origin, first_date=self.first,
-                                  last_date=self.last, period_days=self.period_days,
-                                  series=len(self.series), rows=features.height))
+
+    def _load(self, sources: Sources) -> Serving:
+        return load_serving(sources, self.paths, self.period_days)
+
+    def _swap(self, serving: Serving) -> None:
+        self.serving = serving  # one reference assignment: atomic for every reader
+
+    @property
+    def model_version(self) -> str:
+        return self.serving.model_version
 
     @bentoml.api(input_spec=ForecastRequest)
     async def forecast(self, store_id: str, item_id: str, date: dt.date,
@@ -147,11 +137,15 @@ class DemandForecaster:
     async def model_info(self) -> ModelInfo:
         """The model serving (MLflow version, tag, metrics, training data versions) and the
         feature snapshot it answers from."""
-        return self.info
+        serving, reloader = self.serving, self.reloader
+        return serving.info.model_copy(update={"loaded_at": serving.loaded_at, "reload": Reload(
+            interval_seconds=reloader.interval, swaps=reloader.swaps,
+            failures=reloader.failures, last_error=reloader.last_error or None)})
 
     @bentoml.on_shutdown
     def close_prediction_log(self) -> None:
-        """Writes the queued records and publishes the current log file."""
+        """Stops reloading, writes the queued records and publishes the current log file."""
+        self.reloader.stop()
         if self.prediction_log is not None:
             self.prediction_log.close()
 
@@ -172,77 +166,69 @@ class DemandForecaster:
     def _forecast(self, requests: list[ForecastRequest], batch: bool) -> list[Forecast]:
         if not requests:
             return []
+        s = self.serving  # read once: a swap during this call does not reach it
         prefixes = [f"requests.{i}." if batch else "" for i in range(len(requests))]
-        rows = np.fromiter((self._row(r, p) for r, p in zip(requests, prefixes, strict=True)),
+        rows = np.fromiter((_row(s, r, p) for r, p in zip(requests, prefixes, strict=True)),
                            dtype=np.int64, count=len(requests))
         overridden = [i for i, r in enumerate(requests)
                       if r.price is not None or r.on_promo is not None]
         if not overridden:
-            units = predict_inplace(self.booster, self.matrix.iloc[rows])
+            units = predict_inplace(s.booster, s.array[rows])
         else:  # snapshot rows for the others, rows rebuilt online for these
             units = np.empty(len(requests), dtype=np.float32)
             plain = np.ones(len(requests), dtype=bool)
             plain[overridden] = False
             if plain.any():
-                units[plain] = predict_inplace(self.booster, self.matrix.iloc[rows[plain]])
-            units[overridden] = self._what_if([requests[i] for i in overridden],
-                                              [prefixes[i] for i in overridden])
+                units[plain] = predict_inplace(s.booster, s.array[rows[plain]])
+            units[overridden] = _what_if(s, [requests[i] for i in overridden],
+                                         [prefixes[i] for i in overridden])
         # model_construct: every value is ours, already typed; validating 10k responses costs
         return [Forecast.model_construct(
             store_id=r.store_id, item_id=r.item_id, date=r.date, units=float(u),
-            model_version=self.model_version, model_tag=self.model_tag,
-            features_origin=self.origins[row], features_version=self.features_version,
-            horizon=self.horizons[row]) for r, u, row in zip(requests, units, rows, strict=True)]
+            model_version=s.model_version, model_tag=s.model_tag,
+            features_origin=s.origins[row], features_version=s.sources.features_version,
+            horizon=s.horizons[row]) for r, u, row in zip(requests, units, rows, strict=True)]
 
-    def _load_online(self, root: Path) -> tuple[OnlineState | None, str]:
-        """The online feature state, if one is published for the snapshot's origin; else the
-        reason overrides are refused."""
-        if not state_exists(root):
-            return None, f"no online feature state is published at {root}"
-        state = load_state(root)
-        if state.origin != self.origin:
-            return None, (f"the online feature state at {root} is for origin {state.origin}, "
-                          f"the feature snapshot for origin {self.origin}")
-        return state, ""
 
-    def _what_if(self, requests: list[ForecastRequest], prefixes: list[str]) -> np.ndarray:
-        """Units for requests with price or promotion overrides: their rows rebuilt by the
-        training transforms from the online state, all in one call."""
-        if self.online is None:
-            given = next(f for f in ("price", "on_promo") if getattr(requests[0], f) is not None)
-            raise UnprocessableEntity(
-                f"{prefixes[0]}{given}: price and on_promo overrides need the online feature "
-                f"state, and {self.online_missing}: materialize `online_features`, or omit them "
-                "to get the forecast at the regular price without promotion")
-        frame = pl.DataFrame(
-            [(r.store_id, r.item_id, r.date, r.price, r.on_promo) for r in requests],
-            schema={"store_id": pl.Utf8, "item_id": pl.Utf8, "date": pl.Date,
-                    "price": pl.Float64, "on_promo": pl.Int64}, orient="row")
-        try:
-            features = request_features(self.online, frame)
-        except RequestError as error:  # the snapshot knew the row: the two disagree
-            raise NotFound(f"{prefixes[error.index]}{error.field}: {error}") from error
-        return predict_inplace(self.booster, to_matrix(features, self.columns, self.levels))
-
-    def _row(self, req: ForecastRequest, prefix: str) -> int:
-        row = self.row_of.get((req.store_id, req.item_id, req.date))
-        if row is not None:
-            return row
-        at = f"in the feature snapshot at origin {self.origin}"
-        if req.store_id not in self.stores:
-            raise NotFound(f"{prefix}store_id: unknown store {req.store_id!r} {at}")
-        if req.item_id not in self.items:
-            raise NotFound(f"{prefix}item_id: unknown item {req.item_id!r} {at}")
-        if (req.store_id, req.item_id) not in self.series:
-            raise NotFound(f"{prefix}item_id: no active series store_id={req.store_id!r} "
-                           f"item_id={req.item_id!r} {at}")
-        step = "" if self.period_days == 1 else f", every {self.period_days} days"
+def _what_if(s: Serving, requests: list[ForecastRequest], prefixes: list[str]) -> np.ndarray:
+    """Units for requests with price or promotion overrides: their rows rebuilt by the training
+    transforms from the online state, all in one call."""
+    if s.online is None:
+        given = next(f for f in ("price", "on_promo") if getattr(requests[0], f) is not None)
         raise UnprocessableEntity(
-            f"{prefix}date: {req.date} is outside the servable horizon: valid dates are "
-            f"{self.first} .. {self.last}{step} (origin {self.origin})")
+            f"{prefixes[0]}{given}: price and on_promo overrides need the online feature "
+            f"state, and {s.online_missing}: materialize `online_features`, or omit them "
+            "to get the forecast at the regular price without promotion")
+    frame = pl.DataFrame(
+        [(r.store_id, r.item_id, r.date, r.price, r.on_promo) for r in requests],
+        schema={"store_id": pl.Utf8, "item_id": pl.Utf8, "date": pl.Date,
+                "price": pl.Float64, "on_promo": pl.Int64}, orient="row")
+    try:
+        features = request_features(s.online, frame)
+    except RequestError as error:  # the snapshot knew the row: the two disagree
+        raise NotFound(f"{prefixes[error.index]}{error.field}: {error}") from error
+    return predict_inplace(s.booster, to_array(features, s.columns, s.levels))
+
+
+def _row(s: Serving, req: ForecastRequest, prefix: str) -> int:
+    row = s.row_of.get((req.store_id, req.item_id, req.date))
+    if row is not None:
+        return row
+    at = f"in the feature snapshot at origin {s.origin}"
+    if req.store_id not in s.stores:
+        raise NotFound(f"{prefix}store_id: unknown store {req.store_id!r} {at}")
+    if req.item_id not in s.items:
+        raise NotFound(f"{prefix}item_id: unknown item {req.item_id!r} {at}")
+    if (req.store_id, req.item_id) not in s.series:
+        raise NotFound(f"{prefix}item_id: no active series store_id={req.store_id!r} "
+                       f"item_id={req.item_id!r} {at}")
+    step = "" if s.info.features.period_days == 1 else f", every {s.info.features.period_days} days"
+    raise UnprocessableEntity(
+        f"{prefix}date: {req.date} is outside the servable horizon: valid dates are "
+        f"{s.first} .. {s.last}{step} (origin {s.origin})")
 
 
 DemandForecaster.add_asgi_middleware(
     ApiEdge, endpoints=(*(api.route for api in DemandForecaster.apis.values()), "/model"),
-    model_version=lambda: bentoml.get_current_service().model_version,
+    model_version=lambda: bentoml.get_current_service().serving.model_version,
     openapi=lambda: with_real_errors(DemandForecaster.openapi_spec.asdict()))

@@ -3,6 +3,7 @@
 import dagster as dg
 
 from ml_assets.deployment.bento import save_and_build
+from ml_assets.deployment.pointer import publish_champion
 from ml_assets.deployment.promotion import NotPromotable, promote
 from ml_assets.training.assets import run_trigger
 from ml_assets.training.registry import alias_version, load_alias, registry_client
@@ -41,7 +42,8 @@ def champion(context: dg.AssetExecutionContext, platform: PlatformSettings
 @dg.asset(group_name="deployment", deps=["champion"], kinds={"bentoml", "xgboost"},
           description="The champion in the BentoML model store (XGBoost UBJ, labelled with its "
                       "MLflow version, run and Delta versions) and the `demand_forecaster` "
-                      "Bento built from bentos/demand_forecaster, under BENTOML_HOME.")
+                      "Bento built from bentos/demand_forecaster, under BENTOML_HOME. Publishes "
+                      "the champion pointer that running forecasters hot-swap to.")
 def demand_forecaster_bento(platform: PlatformSettings) -> dg.MaterializeResult:
     settings = platform.get()
     model = load_alias(settings.mlflow_tracking_uri, "champion")
@@ -54,8 +56,11 @@ def demand_forecaster_bento(platform: PlatformSettings) -> dg.MaterializeResult:
                                                              "seasonal_naive_wape")
                  if key in model.tags}}
     tags = save_and_build(model.booster, model.column_info, labels, settings.bentoml_home)
+    publish_champion(settings.serving_dir, tags["model_tag"], model.version, tags["bento_tag"],
+                     reason="promoted")
     return dg.MaterializeResult(metadata={
         **tags, **labels,
+        "champion_pointer": dg.MetadataValue.path(str(settings.serving_dir / "champion.json")),
         "bentoml_home": dg.MetadataValue.path(str(settings.bentoml_home)),
         "serve": f"BENTOML_HOME={settings.bentoml_home} bentoml serve {tags['bento_tag']}",
     })

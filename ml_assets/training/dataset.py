@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass
 
+import numpy as np
 import pandas as pd
 import polars as pl
 
@@ -76,3 +77,13 @@ def to_matrix(frame: pl.DataFrame, columns: Columns,
     for c in columns.categorical:
         out[c] = pd.Categorical(out[c], categories=levels[c])
     return out
+
+
+def to_array(frame: pl.DataFrame, columns: Columns, levels: dict[str, list[str]]) -> np.ndarray:
+    """`to_matrix` as one float32 array, categories as their codes (unknown levels NaN). The
+    booster keeps its categorical splits, so its predictions are the same (tests/unit/
+    test_dataset.py); serving selects rows of it in microseconds, where pandas takes a
+    millisecond per request."""
+    codes = [pl.col(c).replace_strict(levels[c], list(range(len(levels[c]))), default=None,
+                                      return_dtype=pl.Float32) for c in columns.categorical]
+    return frame.select(pl.col(columns.numeric).cast(pl.Float32), *codes).to_numpy()

@@ -49,7 +49,7 @@ def predict(booster: xgb.Booster, x: pd.DataFrame) -> np.ndarray:
     return np.clip(booster.predict(matrix), 0.0, None)
 
 
-def predict_inplace(booster: xgb.Booster, x: pd.DataFrame) -> np.ndarray:
+def predict_inplace(booster: xgb.Booster, x: pd.DataFrame | np.ndarray) -> np.ndarray:
     """`predict` without building a DMatrix per call (the same trees on the same frame, so
     equal values): the serving path, where a DMatrix per request costs more than the trees."""
     return np.clip(booster.inplace_predict(x), 0.0, None)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import shutil
 from collections.abc import Iterator
 from http import HTTPStatus
 from types import SimpleNamespace
@@ -24,6 +25,7 @@ from bentoml.exceptions import BentoMLException, NotFound, UnprocessableEntity
 
 from bentos.demand_forecaster.schemas import ForecastRequest
 from bentos.demand_forecaster.service import FEATURES_TABLE, MAX_BATCH_ENV, DemandForecaster
+from ml_assets.deployment.pointer import publish_champion
 from ml_assets.monitoring.prediction_log import read_log_files
 from ml_assets.training.dataset import Columns, to_matrix
 from ml_assets.training.model import fit, predict
@@ -84,7 +86,8 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SimpleNamespace]
             model = bentoml.xgboost.save_model("demand_forecaster", booster, labels=labels,
                                                metadata=meta)
             yield SimpleNamespace(svc=DemandForecaster(), booster=booster, snapshot=snapshot,
-                                  model_tag=str(model.tag))
+                                  model_tag=str(model.tag), home=home, meta=meta,
+                                  labels=labels)
         finally:
             BentoMLContainer.model_store.reset()
 
@@ -193,6 +196,9 @@ def test_oversized_batch_names_the_limit(world: SimpleNamespace) -> None:
 def test_model_info_reports_versions_metrics_and_snapshot(world: SimpleNamespace) -> None:
     info = asyncio.run(world.svc.model_info()).model_dump()
     assert info.pop("created_at").tzinfo is not None
+    assert info.pop("loaded_at").tzinfo is not None
+    assert info.pop("reload") == {"interval_seconds": 5.0, "swaps": 0, "failures": 0,
+                                  "last_error": None}
     assert info == {
         "model_version": "7", "model_tag": world.model_tag, "mlflow_run_id": "run-1",
         "metrics": {"backtest_wape": 0.41},
@@ -224,3 +230,45 @@ def test_served_forecasts_are_in_the_prediction_log_after_close(
 
     monkeypatch.setenv("RETAIL_ML_PREDICTION_LOG", "off")
     assert DemandForecaster().prediction_log is None
+
+
+def test_hot_swap_to_a_published_champion_and_a_new_snapshot(world: SimpleNamespace) -> None:
+    svc = DemandForecaster()
+    row = world.snapshot.filter(pl.col("horizon") == 2).head(1)
+    request = _requests(row)[0]
+    assert svc.reloader.check() is False  # nothing moved
+    newer = world.booster[:4]
+    model = bentoml.xgboost.save_model("demand_forecaster", newer, metadata=world.meta,
+                                       labels={**world.labels, "mlflow_version": "8"})
+    serving = world.home / "serving"
+    try:
+        publish_champion(serving, str(model.tag), "8", "demand_forecaster:b8", "promoted")
+        before = _forecast_with(svc, request)
+        assert svc.reloader.check() is True
+        after = _forecast_with(svc, request)
+        assert (before["model_version"], after["model_version"]) == ("7", "8")
+        assert after["model_tag"] == str(model.tag)
+        assert after["units"] == pytest.approx(float(predict(newer, to_matrix(
+            row, COLUMNS, LEVELS))[0]), abs=1e-6)
+        assert before["units"] != after["units"]
+
+        version = after["features_version"]
+        world.snapshot.write_delta(str(world.home / "delta" / FEATURES_TABLE), mode="overwrite")
+        assert svc.reloader.check() is True
+        assert _forecast_with(svc, request)["features_version"] == version + 1
+
+        # a pointer to a model the store lacks: logged and counted, the old model answers on,
+        # and the same broken pointer is not retried every poll
+        publish_champion(serving, "demand_forecaster:nosuchmodel", "9", "x:y", "promoted")
+        assert svc.reloader.check() is False and svc.reloader.check() is False
+        assert svc.reloader.failures == 1 and "nosuchmodel" in svc.reloader.last_error
+        assert _forecast_with(svc, request)["model_version"] == "8"
+        info = asyncio.run(svc.model_info())
+        assert (info.model_version, info.reload.swaps, info.reload.failures) == ("8", 2, 1)
+    finally:
+        shutil.rmtree(serving, ignore_errors=True)
+        svc.reloader.stop()
+
+
+def _forecast_with(svc: DemandForecaster, request: dict) -> dict:
+    return asyncio.run(svc.forecast(**request)).model_dump()

@@ -25,9 +25,16 @@ from bentoml.exceptions import NotFound, UnprocessableEntity
 
 from bentos.demand_forecaster.schemas import ForecastRequest
 from bentos.demand_forecaster.service import FEATURES_TABLE, MODEL_TAG, DemandForecaster
+from bentos.demand_forecaster.state import online_for
 from ml_assets.features.transforms import SERIES, FeatureSpec, build_features
 from ml_assets.forecasting.horizon import horizon_features
-from ml_assets.forecasting.online import OnlineState, build_state, request_features, save_state
+from ml_assets.forecasting.online import (
+    CURRENT,
+    OnlineState,
+    build_state,
+    request_features,
+    save_state,
+)
 from ml_assets.simulation import World, WorldConfig
 from ml_assets.training.dataset import (
     TARGET,
@@ -149,7 +156,8 @@ def test_a_state_for_another_origin_is_not_used(world: SimpleNamespace, tmp_path
     stale = OnlineState(day_before, SPEC, world.state.history.filter(pl.col("date") <= day_before),
                         world.state.dims)
     save_state(stale, tmp_path)
-    state, reason = world.svc._load_online(tmp_path)
+    name = (tmp_path / CURRENT).read_text().strip()
+    state, reason = online_for(tmp_path, name, world.state.origin)
     assert state is None
     assert reason == (f"the online feature state at {tmp_path} is for origin {day_before}, the "
                       f"feature snapshot for origin {world.state.origin}")

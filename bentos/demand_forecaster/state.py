@@ -1,0 +1,190 @@
+"""What a forecaster answers from, built in one piece and swapped in one assignment.
+
+`Serving` holds a model and a feature snapshot (and the online state for what-if requests),
+indexed for requests. A request reads the service's `serving` once and uses that object to
+the end, so a swap in the middle of it changes nothing for it. `Reloader` polls the sources
+(the champion pointer, the snapshot's Delta version, the online state's pointer), builds a new
+`Serving` off the request path when one moved, and hands it over.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import bentoml
+import numpy as np
+import polars as pl
+import xgboost as xgb
+from deltalake import DeltaTable
+
+from bentos.demand_forecaster.schemas import ModelInfo, SnapshotInfo
+from ml_assets.deployment.pointer import read_champion
+from ml_assets.forecasting.online import CURRENT, OnlineState, load_state
+from ml_assets.training.dataset import Columns, to_array
+
+FEATURES_TABLE = "gold/forecast_features"
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Sources:
+    """Where a `Serving` came from; a change in any of them means a reload."""
+
+    model_tag: str
+    features_version: int
+    online: str  # the online state folder CURRENT names ("" when none is published)
+
+
+@dataclass(frozen=True)
+class Paths:
+    features: Path  # the Delta table of the snapshot
+    online: Path  # the online state root
+    serving: Path  # the champion pointer's folder
+
+
+@dataclass(frozen=True, eq=False)
+class Serving:
+    sources: Sources
+    booster: xgb.Booster
+    model_version: str
+    columns: Columns
+    levels: dict[str, list[str]]
+    array: np.ndarray  # the model's input for every servable row, built once
+    row_of: dict[tuple[str, str, dt.date], int]
+    series: frozenset[tuple[str, str]]
+    stores: frozenset[str]
+    items: frozenset[str]
+    origins: list[dt.date]
+    horizons: list[int]
+    origin: dt.date
+    first: dt.date
+    last: dt.date
+    online: OnlineState | None
+    online_missing: str  # why what-if requests are refused, when `online` is None
+    info: ModelInfo
+    loaded_at: dt.datetime = field(default_factory=lambda: dt.datetime.now(dt.UTC))
+
+    @property
+    def model_tag(self) -> str:
+        return self.sources.model_tag
+
+
+def current_sources(paths: Paths, built_tag: str, follow_pointer: bool) -> Sources:
+    """The sources to serve now: the champion pointer's model (the Bento's own when none is
+    published, or when following is off), the snapshot's latest version, the online state."""
+    pointer = read_champion(paths.serving) if follow_pointer else None
+    current = paths.online / CURRENT
+    return Sources(model_tag=pointer.model_tag if pointer else built_tag,
+                   features_version=DeltaTable(str(paths.features)).version(),
+                   online=current.read_text().strip() if current.is_file() else "")
+
+
+def load_serving(sources: Sources, paths: Paths, period_days: int) -> Serving:
+    """Loads the model from the BentoML store and the snapshot at exactly those versions."""
+    model = bentoml.models.get(sources.model_tag)
+    booster = bentoml.xgboost.load_model(model)
+    meta, labels = model.info.metadata, dict(model.info.labels)
+    columns = Columns(list(meta["numeric"]), list(meta["categorical"]))
+    levels = {c: list(v) for c, v in meta["category_levels"].items()}
+    features = pl.read_delta(str(paths.features), version=sources.features_version)
+    if features.height == 0:
+        raise RuntimeError(f"{FEATURES_TABLE} is empty: run the forecast features first")
+    keys = features.select("store_id", "item_id", "date").rows()
+    series = frozenset((store, item) for store, item, _ in keys)
+    origin: dt.date = features.get_column("origin").max()
+    first, last = features.get_column("date").min(), features.get_column("date").max()
+    online, missing = online_for(paths.online, sources.online, origin)
+    info = ModelInfo(
+        model_version=labels.get("mlflow_version", ""), model_tag=sources.model_tag,
+        mlflow_run_id=labels.get("mlflow_run_id"), created_at=model.info.creation_time,
+        metrics={k.removeprefix("metric_"): float(v) for k, v in labels.items()
+                 if k.startswith("metric_")},
+        training_data={k.removeprefix("delta_"): int(v) for k, v in labels.items()
+                       if k.startswith("delta_")},
+        feature_columns=columns.all,
+        features=SnapshotInfo(table=FEATURES_TABLE, version=sources.features_version,
+                              origin=origin, first_date=first, last_date=last,
+                              period_days=period_days, series=len(series),
+                              rows=features.height))
+    return Serving(
+        sources=sources, booster=booster, model_version=info.model_version, columns=columns,
+        levels=levels, array=to_array(features, columns, levels),
+        row_of={key: i for i, key in enumerate(keys)}, series=series,
+        stores=frozenset(s for s, _ in series), items=frozenset(i for _, i in series),
+        origins=features.get_column("origin").to_list(),
+        horizons=features.get_column("horizon").to_list(), origin=origin, first=first,
+        last=last, online=online, online_missing=missing, info=info)
+
+
+def online_for(root: Path, name: str, origin: dt.date) -> tuple[OnlineState | None, str]:
+    """The online feature state, if one is published for the snapshot's origin; else the
+    reason overrides are refused."""
+    if not name:
+        return None, f"no online feature state is published at {root}"
+    state = load_state(root)
+    if state.origin != origin:
+        return None, (f"the online feature state at {root} is for origin {state.origin}, "
+                      f"the feature snapshot for origin {origin}")
+    return state, ""
+
+
+class Reloader:
+    """Every `interval` seconds, on a daemon thread: if `sources()` moved away from what is
+    served, `load` a new `Serving` and `swap` it in. A failed load is logged and counted, the
+    old `Serving` keeps answering, and the same sources are not retried until they move again
+    (a broken model would otherwise be reloaded, and logged, every interval)."""
+
+    def __init__(self, served: Callable[[], Serving], sources: Callable[[], Sources],
+                 load: Callable[[Sources], Serving], swap: Callable[[Serving], None],
+                 interval: float) -> None:
+        self.served, self.sources, self.load, self.swap = served, sources, load, swap
+        self.interval = interval
+        self.swaps = self.failures = 0
+        self.failed: Sources | None = None
+        self.last_error = ""
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="forecaster-reloader",
+                                        daemon=True)
+
+    def start(self) -> None:
+        if self.interval > 0:
+            self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def check(self) -> bool:
+        """One poll; True when it swapped."""
+        try:
+            wanted = self.sources()
+        except Exception as error:  # noqa: BLE001 - a source mid-publication: poll again
+            self._failed(None, error)
+            return False
+        old = self.served().sources
+        if wanted in (old, self.failed):
+            return False
+        try:
+            new = self.load(wanted)
+        except Exception as error:  # noqa: BLE001 - serving must outlive a bad publication
+            self._failed(wanted, error)
+            return False
+        self.swap(new)
+        self.swaps += 1
+        self.failed, self.last_error = None, ""
+        log.info("now serving %s (was %s)", wanted, old)
+        return True
+
+    def _failed(self, sources: Sources | None, error: Exception) -> None:
+        self.failures += 1
+        self.failed = sources
+        self.last_error = f"{type(error).__name__}: {error}"
+        log.exception("reload failed, still serving %s", self.served().sources)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            self.check()
