@@ -1,4 +1,4 @@
-"""`retail-ml`: the command line of the platform (simulate, demo)."""
+"""`retail-ml`: the command line of the platform (simulate, demo, rollback)."""
 
 from __future__ import annotations
 
@@ -43,6 +43,39 @@ def demo(args: argparse.Namespace) -> int:
     return run(load_settings(), os.environ.get("RETAIL_ML_DATASET", "simulated"))
 
 
+def rollback(args: argparse.Namespace) -> int:
+    """Runs the `rollback` job in the instance under RETAIL_ML_HOME, so the rollback is in the
+    run history as well as on the registry's versions."""
+    import warnings
+
+    import dagster as dg
+
+    from ml_assets.definitions import build_definitions
+
+    warnings.filterwarnings("ignore", category=dg.BetaWarning)
+    settings = load_settings()
+    os.makedirs(os.environ.setdefault("DAGSTER_HOME", str(settings.dagster_home)),
+                exist_ok=True)
+    defs = build_definitions(settings, os.environ.get("RETAIL_ML_DATASET", "simulated"))
+    with dg.DagsterInstance.get() as instance:
+        result = defs.resolve_job_def("rollback").execute_in_process(
+            instance=instance, raise_on_error=False,
+            tags={"retail_ml/trigger": "retail-ml rollback"})
+    if not result.success:
+        failure = next(e for e in result.all_events if e.is_step_failure)
+        error = failure.step_failure_data.error
+        print(f"retail-ml rollback: failed: {error.message.strip() if error else 'see the run'}",
+              file=sys.stderr)
+        return 1
+    (observation,) = [e.asset_observation_data.asset_observation for e in result.all_events
+                      if e.is_asset_observation]
+    meta = {k: v.value for k, v in observation.metadata.items()}
+    print(f"retail-ml rollback: champion is now version {meta['champion_version']} (was "
+          f"{meta['rolled_back_from']}); serving follows {meta['serving_model_tag']}; run "
+          f"{result.run_id}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="retail-ml")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -54,6 +87,8 @@ def main(argv: list[str] | None = None) -> int:
                      help="start a drift scenario on the first landed day, e.g. level_shift:1.4")
     sim.set_defaults(func=simulate)
     sub.add_parser("demo", help="simulate and materialize the graph").set_defaults(func=demo)
+    sub.add_parser("rollback", help="restore the previous champion (registry and serving)"
+                   ).set_defaults(func=rollback)
     args = parser.parse_args(argv)
     return args.func(args)
 

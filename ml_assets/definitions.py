@@ -10,17 +10,20 @@ import dagster as dg
 from dagster_mlflow import end_mlflow_on_run_finished
 
 from ml_assets.deployment.assets import champion, demand_forecaster_bento
+from ml_assets.deployment.rollback import rollback
 from ml_assets.evaluation.assets import model_evaluation
 from ml_assets.features.assets import build_feature_assets
 from ml_assets.forecasting.assets import batch_forecasts, forecast_features
 from ml_assets.forecasting.online_assets import online_features
 from ml_assets.ingest.assets import build_ingest_assets
+from ml_assets.monitoring.accuracy_assets import forecast_accuracy
 from ml_assets.monitoring.assets import prediction_log
 from ml_assets.partitions import build_partitions
 from ml_assets.training.assets import demand_model, training_set
 from resources import build_resources
 from resources.settings import Settings, load_settings
-from sensors.landing import INGEST_JOB, landing_sensor
+from sensors.landing import DAILY_JOB, INGEST_JOB, build_landing_sensor
+from sensors.retrain import RETRAIN_JOB, retrain_on_drift
 
 RETRAIN_ASSETS = ["training_set", "demand_model", "model_evaluation", "champion",
                   "demand_forecaster_bento"]
@@ -38,14 +41,17 @@ def build_jobs() -> list:
             "Landing files → bronze tables (run by the landing sensor)."),
         job("features_job", dg.AssetSelection.groups("ingest", "features"),
             "Ingest then features for a partition range."),
-        job("daily_forecast", dg.AssetSelection.groups("ingest", "features", "forecasting"),
-            "The daily cycle: ingest, features, next-horizon feature rows, batch forecasts."),
-        job("retrain", dg.AssetSelection.assets(*RETRAIN_ASSETS),
+        job(DAILY_JOB, dg.AssetSelection.groups("ingest", "features", "forecasting",
+                                                "monitoring"),
+            "The daily cycle: ingest, features, next-horizon feature rows, batch forecasts, then "
+            "monitoring (prediction log, realized accuracy, feature drift)."),
+        job(RETRAIN_JOB, dg.AssetSelection.assets(*RETRAIN_ASSETS),
             "Training set → challenger → evaluation (promotion gate) → champion → Bento.",
             hooks=mlflow_hooks),
         # No MLflow hook here: a job hook makes every step (ingest included) open MLflow.
         job("full_pipeline", dg.AssetSelection.all(),
             "The whole graph: ingest through Bento and batch forecasts."),
+        rollback,
     ]
 
 
@@ -53,10 +59,12 @@ def build_definitions(settings: Settings, dataset_ref: str = "simulated") -> dg.
     partitions = build_partitions(settings)
     assets = [*build_ingest_assets(partitions), *build_feature_assets(partitions),
               training_set, demand_model, model_evaluation, champion, demand_forecaster_bento,
-              forecast_features, batch_forecasts, online_features, prediction_log]
+              forecast_features, batch_forecasts, online_features, prediction_log,
+              forecast_accuracy]
     jobs = build_jobs()
-    daily = next(j for j in jobs if j.name == "daily_forecast")
-    retrain = next(j for j in jobs if j.name == "retrain")
+    ingest = next(j for j in jobs if j.name == INGEST_JOB)
+    daily = next(j for j in jobs if j.name == DAILY_JOB)
+    retrain = next(j for j in jobs if j.name == RETRAIN_JOB)
     return dg.Definitions(
         assets=assets,
         jobs=jobs,
@@ -69,7 +77,7 @@ def build_definitions(settings: Settings, dataset_ref: str = "simulated") -> dg.
                 default_status=dg.DefaultScheduleStatus.RUNNING,
                 description="Retrains every Monday at 04:00; the gate decides promotion."),
         ],
-        sensors=[landing_sensor],
+        sensors=[build_landing_sensor(ingest, daily), retrain_on_drift],
         resources=build_resources(settings, dataset_ref),
     )
 

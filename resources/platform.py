@@ -17,6 +17,7 @@ class PlatformSettings(dg.ConfigurableResource):
     today: str | None = None  # pins the clock (tests, reproductions); None = the wall clock
     promotion_margin: float = 0.01
     backtest_origins: int = 3
+    retrain_policy: str | None = None  # the retrain policy YAML; None = sensors' default
 
     _settings: Settings | None = PrivateAttr(default=None)
 
@@ -28,6 +29,8 @@ class PlatformSettings(dg.ConfigurableResource):
                        "RETAIL_ML_BACKTEST_ORIGINS": str(self.backtest_origins)}
             if self.today:
                 environ["RETAIL_ML_TODAY"] = self.today
+            if self.retrain_policy:
+                environ["RETAIL_ML_RETRAIN_POLICY"] = self.retrain_policy
             self._settings = load_settings(environ)
         return self._settings
 
@@ -36,4 +39,6 @@ class PlatformSettings(dg.ConfigurableResource):
         return cls(home=str(settings.home), dataset=dataset_ref, env=settings.env,
                    today=settings.today.isoformat(),
                    promotion_margin=settings.promotion_margin,
-                   backtest_origins=settings.backtest_origins)
+                   backtest_origins=settings.backtest_origins,
+                   retrain_policy=str(settings.retrain_policy) if settings.retrain_policy
+                   else None)

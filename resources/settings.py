@@ -116,6 +116,7 @@ class Settings(_Strict):
     # The promotion gate: a challenger must beat the champion's backtest WAPE by this fraction.
     promotion_margin: float = Field(default=0.01, ge=0.0, lt=1.0)
     backtest_origins: int = Field(default=3, ge=1)
+    retrain_policy: Path | None = None  # the retrain policy YAML; None = the sensors' default
 
     @property
     def landing_dir(self) -> Path:
@@ -205,4 +206,5 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         today=today,
         promotion_margin=env.get("RETAIL_ML_PROMOTION_MARGIN", 0.01),
         backtest_origins=env.get("RETAIL_ML_BACKTEST_ORIGINS", 3),
+        retrain_policy=env.get("RETAIL_ML_RETRAIN_POLICY") or None,
     )

@@ -1,4 +1,9 @@
-"""Landing-zone sensor: new or changed sales files become ingest runs for the dates they hold."""
+"""Landing-zone sensor: new or changed sales files become runs over the dates they hold.
+
+Before a champion is served, a run ingests them (`ingest_job`); once one is (its pointer is
+published), the run is the whole daily cycle (`daily_forecast`: ingest, features, forecasts and
+monitoring), so the drift and accuracy the retrain sensor reads follow every landing.
+"""
 
 
 import bisect
@@ -6,13 +11,16 @@ import datetime as dt
 import hashlib
 import json
 from pathlib import Path
+from typing import Any
 
 import dagster as dg
 
+from ml_assets.deployment.pointer import POINTER
 from ml_assets.ingest.landing import date_span, list_files
 from resources.platform import PlatformSettings
 
 INGEST_JOB = "ingest_job"
+DAILY_JOB = "daily_forecast"
 
 
 def containing_key(keys: list[str], day: dt.date) -> str:
@@ -22,29 +30,40 @@ def containing_key(keys: list[str], day: dt.date) -> str:
     return keys[min(max(i, 0), len(keys) - 1)]
 
 
-@dg.sensor(job_name=INGEST_JOB, minimum_interval_seconds=30,
-           default_status=dg.DefaultSensorStatus.RUNNING,
-           description="Turns new or changed landing files into one ingest run over the partition "
-                       "range they cover. The cursor remembers each file's mtime and size.")
-def landing_sensor(context: dg.SensorEvaluationContext, platform: PlatformSettings):
-    source = platform.get().dataset.sales
-    seen: dict[str, str] = json.loads(context.cursor) if context.cursor else {}
-    current = {str(p): f"{p.stat().st_mtime_ns}:{p.stat().st_size}" for p in list_files(source)}
-    changed = sorted(p for p, sig in current.items() if seen.get(p) != sig)
-    if not changed:
-        return dg.SkipReason(f"No new or changed files matching {source.path}")
-    partitions = context.repository_def.get_job(INGEST_JOB).partitions_def
-    keys = partitions.get_partition_keys(dynamic_partitions_store=context.instance) \
-        if partitions else []
-    span = date_span([Path(p) for p in changed], source)
-    context.update_cursor(json.dumps(current))
-    if not keys:
-        return dg.SkipReason("No partition exists yet: the dataset starts in the future")
-    # A file without one parseable date still gets a run, so its rows reach quarantine.
-    lo, hi = (containing_key(keys, d) for d in span) if span else (keys[-1], keys[-1])
-    digest = hashlib.sha1(json.dumps({p: current[p] for p in changed}).encode()).hexdigest()[:16]
-    return dg.RunRequest(
-        run_key=f"landing-{digest}",
-        tags={"dagster/asset_partition_range_start": lo, "dagster/asset_partition_range_end": hi,
-              "retail_ml/trigger": "landing_sensor", "retail_ml/files": str(len(changed))},
-    )
+def build_landing_sensor(ingest: Any, daily: Any) -> dg.SensorDefinition:
+    """The sensor over the ingest and daily jobs (asset jobs, resolved with the Definitions)."""
+    @dg.sensor(name="landing_sensor", jobs=[ingest, daily], minimum_interval_seconds=30,
+               default_status=dg.DefaultSensorStatus.RUNNING,
+               description="Turns new or changed landing files into one run over the partition "
+                           "range they cover: ingest only until a champion is served, then the "
+                           "daily cycle through monitoring. The cursor remembers each file's "
+                           "mtime and size.")
+    def landing_sensor(context: dg.SensorEvaluationContext, platform: PlatformSettings):
+        settings = platform.get()
+        source = settings.dataset.sales
+        seen: dict[str, str] = json.loads(context.cursor) if context.cursor else {}
+        current = {str(p): f"{p.stat().st_mtime_ns}:{p.stat().st_size}"
+                   for p in list_files(source)}
+        changed = sorted(p for p, sig in current.items() if seen.get(p) != sig)
+        if not changed:
+            return dg.SkipReason(f"No new or changed files matching {source.path}")
+        partitions = context.repository_def.get_job(INGEST_JOB).partitions_def
+        keys = partitions.get_partition_keys(dynamic_partitions_store=context.instance) \
+            if partitions else []
+        span = date_span([Path(p) for p in changed], source)
+        context.update_cursor(json.dumps(current))
+        if not keys:
+            return dg.SkipReason("No partition exists yet: the dataset starts in the future")
+        # A file without one parseable date still gets a run, so its rows reach quarantine.
+        lo, hi = (containing_key(keys, d) for d in span) if span else (keys[-1], keys[-1])
+        digest = hashlib.sha1(json.dumps({p: current[p] for p in changed}).encode()
+                              ).hexdigest()[:16]
+        served = (settings.serving_dir / POINTER).exists()
+        return dg.RunRequest(
+            run_key=f"landing-{digest}", job_name=DAILY_JOB if served else INGEST_JOB,
+            tags={"dagster/asset_partition_range_start": lo,
+                  "dagster/asset_partition_range_end": hi,
+                  "retail_ml/trigger": "landing_sensor", "retail_ml/files": str(len(changed))},
+        )
+
+    return landing_sensor

@@ -3,11 +3,17 @@
 import dagster as dg
 
 from ml_assets.deployment.bento import save_and_build
-from ml_assets.deployment.pointer import publish_champion
+from ml_assets.deployment.pointer import POINTER, publish_champion
 from ml_assets.deployment.promotion import NotPromotable, promote
 from ml_assets.training.assets import run_trigger
-from ml_assets.training.registry import alias_version, load_alias, registry_client
+from ml_assets.training.registry import (
+    RegisteredModel,
+    alias_version,
+    load_alias,
+    registry_client,
+)
 from resources.platform import PlatformSettings
+from resources.settings import Settings
 from resources.tracking import REGISTERED_MODEL
 
 
@@ -49,6 +55,22 @@ def demand_forecaster_bento(platform: PlatformSettings) -> dg.MaterializeResult:
     model = load_alias(settings.mlflow_tracking_uri, "champion")
     if model is None:
         raise dg.Failure("No model has the alias `champion`: run the `retrain` job")
+    tags, labels = build_bento(settings, model)
+    publish_champion(settings.serving_dir, tags["model_tag"], model.version, tags["bento_tag"],
+                     reason="promoted")
+    return dg.MaterializeResult(metadata={
+        **tags, **labels,
+        "champion_pointer": dg.MetadataValue.path(str(settings.serving_dir / POINTER)),
+        "bentoml_home": dg.MetadataValue.path(str(settings.bentoml_home)),
+        "serve": f"BENTOML_HOME={settings.bentoml_home} bentoml serve {tags['bento_tag']}",
+    })
+
+
+def build_bento(settings: Settings, model: RegisteredModel) -> tuple[dict[str, str],
+                                                                    dict[str, str]]:
+    """Saves `model` into the BentoML store and builds its Bento, labelled with its MLflow
+    version, run, Delta versions and backtest metrics; records the tags on the version (a
+    rollback serves that model again without rebuilding). Returns the tags and the labels."""
     labels = {"mlflow_version": model.version, "mlflow_run_id": model.run_id,
               **{key.replace("delta.", "delta_"): value for key, value in model.tags.items()
                  if key.startswith("delta.")},
@@ -56,11 +78,8 @@ def demand_forecaster_bento(platform: PlatformSettings) -> dg.MaterializeResult:
                                                              "seasonal_naive_wape")
                  if key in model.tags}}
     tags = save_and_build(model.booster, model.column_info, labels, settings.bentoml_home)
-    publish_champion(settings.serving_dir, tags["model_tag"], model.version, tags["bento_tag"],
-                     reason="promoted")
-    return dg.MaterializeResult(metadata={
-        **tags, **labels,
-        "champion_pointer": dg.MetadataValue.path(str(settings.serving_dir / "champion.json")),
-        "bentoml_home": dg.MetadataValue.path(str(settings.bentoml_home)),
-        "serve": f"BENTOML_HOME={settings.bentoml_home} bentoml serve {tags['bento_tag']}",
-    })
+    client = registry_client(settings.mlflow_tracking_uri)
+    client.set_model_version_tag(REGISTERED_MODEL, model.version, "bento_model_tag",
+                                 tags["model_tag"])
+    client.set_model_version_tag(REGISTERED_MODEL, model.version, "bento_tag", tags["bento_tag"])
+    return tags, labels

@@ -43,3 +43,39 @@ def promote(client: mlflow.MlflowClient, version: str, trigger: str, run_id: str
     for key, value in record.items():
         client.set_model_version_tag(REGISTERED_MODEL, version, key, value)
     return Promotion(version, current, now, changed=True)
+
+
+class NothingToRollBackTo(Exception):
+    pass
+
+
+@dataclass(frozen=True)
+class Rollback:
+    champion: str  # restored
+    replaced: str  # the champion rolled back from
+    previous: str | None  # the champion before the restored one, if any
+    rolled_back_at: str
+
+
+def roll_back(client: mlflow.MlflowClient, by: str) -> Rollback:
+    """Restores the `previous` champion: `champion` moves back to it, `previous` to the one it
+    had replaced (so another rollback walks further back), and both versions record it."""
+    current = alias_version(client, "champion")
+    restored = alias_version(client, "previous")
+    if current is None or restored is None:
+        raise NothingToRollBackTo(
+            f"{REGISTERED_MODEL} has no {'champion' if current is None else 'previous'} "
+            "version to roll back from or to")
+    before = client.get_model_version(REGISTERED_MODEL, restored).tags.get("replaced_version")
+    now = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+    client.set_registered_model_alias(REGISTERED_MODEL, "champion", restored)
+    if before and before != "none":
+        client.set_registered_model_alias(REGISTERED_MODEL, "previous", before)
+    else:
+        client.delete_registered_model_alias(REGISTERED_MODEL, "previous")
+    for key, value in {"promoted_at": now, "promotion_trigger": "rollback",
+                       "promoted_by_run": by, "replaced_version": current}.items():
+        client.set_model_version_tag(REGISTERED_MODEL, restored, key, value)
+    client.set_model_version_tag(REGISTERED_MODEL, current, "rolled_back_at", now)
+    client.set_model_version_tag(REGISTERED_MODEL, current, "rolled_back_by", by)
+    return Rollback(restored, current, before if before != "none" else None, now)

@@ -22,6 +22,7 @@ import requests
 from dagster_graphql import DagsterGraphQLClient
 
 from ml_assets.definitions import build_definitions
+from ml_assets.deployment.pointer import read_champion
 from ml_assets.simulation.landing import land
 from resources.settings import load_settings
 from tests.conftest import small_world_env
@@ -215,6 +216,11 @@ def test_bento_serves_the_batch_forecast(webserver: dict,
                                  date=row["date"].isoformat())
     assert answer["units"] == pytest.approx(row["units_forecast"], abs=1e-4)
     assert answer["model_version"] == row["model_version"]
+    # the Bento asset published the champion pointer that running servers follow
+    pointer = read_champion(webserver["home"] / "serving")
+    assert pointer is not None and pointer.reason == "promoted"
+    assert (pointer.model_tag, pointer.mlflow_version) == (answer["model_tag"],
+                                                           row["model_version"])
 
 
 def test_ui_shows_groups_partitions_checks_and_metadata(webserver: dict,

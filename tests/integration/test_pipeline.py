@@ -12,6 +12,7 @@ import dagster as dg
 import polars as pl
 import pytest
 
+from ml_assets.deployment.pointer import POINTER, publish_champion
 from tests.conftest import featured_world, small_world_env
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -78,6 +79,7 @@ def test_landing_sensor_requests_one_run_for_new_files(world) -> None:
                                  resources=resources) as context:
         first = _requests(sensor(context))
     assert len(first) == 1 and isinstance(first[0], dg.RunRequest)
+    assert first[0].job_name == "ingest_job"  # no champion is served yet: ingest only
     tags = first[0].tags
     assert tags["dagster/asset_partition_range_start"] == world["keys"][0]
     assert tags["dagster/asset_partition_range_end"] == world["keys"][-1]
@@ -86,15 +88,21 @@ def test_landing_sensor_requests_one_run_for_new_files(world) -> None:
                                  resources=resources) as context:
         again = sensor(context)
     assert isinstance(again, dg.SkipReason)
-    # a corrected re-delivery of one day triggers a run for that day only
+    # a corrected re-delivery of one day triggers a run for that day only; with a champion
+    # served, that run is the daily cycle through monitoring
+    pointer = publish_champion(world["settings"].serving_dir, "demand_forecaster:x", "1", "b:x",
+                               reason="promoted")
+    assert pointer.model_tag == "demand_forecaster:x"
     day_file = sorted((world["settings"].landing_dir / "sales").glob("*.csv"))[10]
     day_file.write_text(day_file.read_text())
     os.utime(day_file, ns=(day_file.stat().st_atime_ns, day_file.stat().st_mtime_ns + 10**9))
     with dg.build_sensor_context(instance=instance, definitions=defs, cursor=cursor,
                                  resources=resources) as context:
         redelivered = _requests(sensor(context))
+    (world["settings"].serving_dir / POINTER).unlink()
     day = day_file.stem.removeprefix("sales_")
     assert [r.tags["dagster/asset_partition_range_start"] for r in redelivered] == [day]
+    assert redelivered[0].job_name == "daily_forecast"
 
 
 def test_asset_graph_snapshot(world) -> None:

@@ -17,6 +17,7 @@ import polars as pl
 import pytest
 
 from ml_assets.definitions import build_definitions
+from ml_assets.deployment.pointer import read_champion
 from ml_assets.simulation.landing import land, landed_days
 from ml_assets.training.registry import alias_version, registry_client
 from resources.settings import load_settings
@@ -169,3 +170,32 @@ def test_champion_loads_in_a_fresh_process(story, tmp_path: Path) -> None:
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.strip().splitlines()[-1] == "3"
+
+
+def test_rollback_restores_the_previous_champion_and_serving_follows(story) -> None:
+    """Last in this module: it moves the aliases. Version 1 was promoted without a Bento, so
+    the rollback builds one for it before pointing serving at it."""
+    world, client, _ = story
+    job = world.defs.resolve_job_def("rollback")
+    result = job.execute_in_process(instance=world.instance)
+    assert result.success
+    assert _aliases(client) == {"challenger": "3", "champion": "1", "previous": None}
+    restored = client.get_model_version(REGISTERED_MODEL, "1").tags
+    assert (restored["promotion_trigger"], restored["replaced_version"],
+            restored["promoted_by_run"]) == ("rollback", "3", result.run_id)
+    assert "rolled_back_at" in client.get_model_version(REGISTERED_MODEL, "3").tags
+    pointer = read_champion(world.settings.serving_dir)
+    assert (pointer.reason, pointer.mlflow_version) == ("rollback", "1")
+    assert pointer.model_tag == restored["bento_model_tag"]
+    name, _, version = pointer.model_tag.partition(":")
+    assert (world.settings.bentoml_home / "models" / name / version / "model.yaml").exists()
+    (observation,) = [e for e in result.all_events if e.is_asset_observation]
+    meta = observation.asset_observation_data.asset_observation.metadata
+    assert (meta["champion_version"].value, meta["rolled_back_from"].value) == ("1", "3")
+    # nothing left to roll back to: a clear failure, and the aliases stay
+    again = job.execute_in_process(instance=world.instance, raise_on_error=False)
+    assert not again.success
+    failure = next(e for e in again.all_events if e.is_step_failure)
+    assert "has no previous version to roll back from or to" in \
+        failure.step_failure_data.error.message
+    assert _aliases(client)["champion"] == "1"
