@@ -1,4 +1,4 @@
-"""`retail-ml`: the command line of the platform (simulate, demo, rollback)."""
+"""`retail-ml`: the command line of the platform (simulate, demo, rollback, reproduce)."""
 
 from __future__ import annotations
 
@@ -76,6 +76,17 @@ def rollback(args: argparse.Namespace) -> int:
     return 0
 
 
+def reproduce(args: argparse.Namespace) -> int:
+    from ml_assets.training.reproduce import reproduce as run
+
+    done = run(load_settings(), args.version)
+    verdict = "identical predictions" if done.identical else "PREDICTIONS DIFFER"
+    print(f"retail-ml reproduce: version {done.version} refitted from gold/training_set at Delta "
+          f"version {done.training_set_version} ({done.objective}, {done.rounds} rounds): "
+          f"{verdict} on {done.rows} rows, max |diff| {done.max_abs_diff:.3g}")
+    return 0 if done.identical else 1
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="retail-ml")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -89,6 +100,10 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("demo", help="simulate and materialize the graph").set_defaults(func=demo)
     sub.add_parser("rollback", help="restore the previous champion (registry and serving)"
                    ).set_defaults(func=rollback)
+    rep = sub.add_parser("reproduce", help="retrain a registered version from its recorded "
+                         "Delta versions and compare predictions")
+    rep.add_argument("version", help="the version of demand_forecaster in the MLflow registry")
+    rep.set_defaults(func=reproduce)
     args = parser.parse_args(argv)
     return args.func(args)
 

@@ -1,5 +1,6 @@
 """Training assets: the training set (Delta) and the challenger model (MLflow run + version)."""
 
+import hashlib
 import json
 import os
 import subprocess
@@ -24,10 +25,15 @@ from ml_assets.training.model import BASE_PARAMS, OBJECTIVES, fit
 from ml_assets.training.registry import registry_client
 from resources.delta import DeltaStore
 from resources.platform import PlatformSettings
+from resources.settings import Settings
 from resources.tracking import REGISTERED_MODEL
 
 TRAINING_TABLE = "gold/training_set"
 TRIGGER_TAG = "retail_ml/trigger"
+# Run tags a sensor sets that travel to the model version: why it was retrained, on what
+TRAIL_TAGS = {"trigger_reason": "retail_ml/trigger_reason",
+              "trigger_evidence": "retail_ml/evidence",
+              "retrain_policy": "retail_ml/policy_digest"}
 
 
 def run_trigger(context: dg.AssetExecutionContext) -> str:
@@ -81,8 +87,23 @@ class TrainingConfig(dg.Config):
     early_stopping_rounds: int = 30
 
 
+def config_hash(settings: Settings, config: TrainingConfig) -> str:
+    """What, beside data and code, decides the model: the dataset's shape, the training recipe
+    and the promotion settings (paths left out: they differ between machines)."""
+    ds = settings.dataset
+    recipe = {"frequency": ds.frequency, "horizon": ds.horizon_periods,
+              "training_window": ds.training_window_periods,
+              "covariates": [c.model_dump(mode="json") for c in ds.covariates],
+              "negative_units": ds.negative_units, "params": BASE_PARAMS,
+              "objectives": OBJECTIVES, "training": config.model_dump(),
+              "promotion_margin": settings.promotion_margin,
+              "backtest_origins": settings.backtest_origins}
+    return hashlib.sha256(json.dumps(recipe, sort_keys=True, default=str).encode()
+                          ).hexdigest()[:12]
+
+
 @dg.asset(group_name="training", deps=["training_set"],
-          required_resource_keys={"mlflow", "delta"}, kinds={"xgboost", "mlflow"},
+          required_resource_keys={"mlflow", "delta", "platform"}, kinds={"xgboost", "mlflow"},
           description="The challenger: a global XGBoost model (hist, native categoricals), "
                       "early-stopped on the time split, logged to MLflow and registered as a "
                       f"new version of `{REGISTERED_MODEL}` with alias `challenger`.")
@@ -105,14 +126,18 @@ def demand_model(context: dg.AssetExecutionContext, config: TrainingConfig
     lineage = {"delta.training_set": training_version,
                "delta.features": delta.version(FEATURES_TABLE),
                "delta.bronze_sales": delta.version("bronze/sales")}
+    trail = {"trigger": trigger, "code_version": code_version(),
+             "config_hash": config_hash(context.resources.platform.get(), config),
+             **{name: context.run.tags[tag] for name, tag in TRAIL_TAGS.items()
+                if tag in context.run.tags}}
     tracking.log_params({**BASE_PARAMS, **OBJECTIVES[result.objective],
                          "objective_choice": result.objective,
                          "best_iteration": result.best_iteration,
                          "n_features": len(columns.all)})
     tracking.log_metrics({f"valid_wape_{name}": score
                           for name, score in result.valid_wape.items()})
-    tracking.set_tags({**{k: str(v) for k, v in lineage.items()}, "trigger": trigger,
-                       "code_version": code_version(), "dagster_run_id": context.run.run_id})
+    tracking.set_tags({**{k: str(v) for k, v in lineage.items()}, **trail,
+                       "dagster_run_id": context.run.run_id})
     tracking.log_dict({"numeric": columns.numeric, "categorical": columns.categorical,
                        "category_levels": levels}, "features.json")
     # Registered where this run tracks (dagster-mlflow sets only the tracking URI).
@@ -132,7 +157,7 @@ def demand_model(context: dg.AssetExecutionContext, config: TrainingConfig
     recipe = {"objective": result.objective, "rounds": result.best_iteration + 1,
               "train_end": str(train.get_column("date").max()),
               "valid_end": str(valid.get_column("date").max())}
-    for key, value in {**lineage, **recipe, "trigger": trigger}.items():
+    for key, value in {**lineage, **recipe, **trail}.items():
         client.set_model_version_tag(REGISTERED_MODEL, version, key, str(value))
     run = mlflow.active_run()
     return dg.MaterializeResult(metadata={
@@ -142,5 +167,5 @@ def demand_model(context: dg.AssetExecutionContext, config: TrainingConfig
         "valid_wape": {k: round(v, 4) for k, v in result.valid_wape.items()},
         "best_iteration": result.best_iteration,
         "features": len(columns.all),
-        **lineage,
+        **lineage, **trail,
     })

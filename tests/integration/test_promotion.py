@@ -20,6 +20,7 @@ from ml_assets.definitions import build_definitions
 from ml_assets.deployment.pointer import read_champion
 from ml_assets.simulation.landing import land, landed_days
 from ml_assets.training.registry import alias_version, registry_client
+from ml_assets.training.reproduce import reproduce
 from resources.settings import load_settings
 from resources.tracking import REGISTERED_MODEL
 from tests.conftest import TODAY, FeaturedWorld, small_world_env
@@ -170,6 +171,18 @@ def test_champion_loads_in_a_fresh_process(story, tmp_path: Path) -> None:
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.strip().splitlines()[-1] == "3"
+
+
+@pytest.mark.parametrize("version", ["1", "3"])
+def test_reproduce_retrains_a_version_from_its_recorded_delta_versions(story, version) -> None:
+    """Version 1's training set was overwritten twice since: Delta time travel reads it back."""
+    world, client, _ = story
+    tags = client.get_model_version(REGISTERED_MODEL, version).tags
+    assert {"code_version", "config_hash", "trigger", "delta.training_set", "delta.features",
+            "delta.bronze_sales"} <= set(tags)
+    done = reproduce(world.settings, version)
+    assert done.training_set_version == int(tags["delta.training_set"])
+    assert done.rows > 0 and done.identical, done
 
 
 def test_rollback_restores_the_previous_champion_and_serving_follows(story) -> None:
