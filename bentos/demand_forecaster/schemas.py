@@ -5,7 +5,8 @@ from __future__ import annotations
 import datetime as dt
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic_core import PydanticCustomError
 
 
 class ForecastRequest(BaseModel):
@@ -14,12 +15,22 @@ class ForecastRequest(BaseModel):
     # A misspelt override ("promo") must fail, not be ignored while the client believes it applied.
     model_config = ConfigDict(extra="forbid")
 
+    # Strict where pydantic would coerce what the spec (/docs.json) says is invalid: a date-time
+    # ("2025-03-01T00:00:00") or a number as the date, true or "2.5" as the price, and
+    # true/false/1.0 as on_promo (its Literal matches False == 0) must be refused, not served.
     store_id: str = Field(min_length=1)
     item_id: str = Field(min_length=1)
-    date: dt.date
-    price: float | None = Field(None, gt=0, allow_inf_nan=False,
+    date: dt.date = Field(strict=True)  # a date object, or in JSON exactly YYYY-MM-DD
+    price: float | None = Field(None, gt=0, allow_inf_nan=False, strict=True,
                                 description="Known-in-advance price override (> 0).")
     on_promo: Literal[0, 1] | None = Field(None, description="Promotion override (0 or 1).")
+
+    @field_validator("on_promo", mode="before")
+    @classmethod
+    def _integer_flag(cls, value: object) -> object:
+        if isinstance(value, bool | float):
+            raise PydanticCustomError("literal_error", "Input should be 0 or 1")
+        return value
 
 
 class Forecast(BaseModel):
