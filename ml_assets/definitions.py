@@ -18,6 +18,7 @@ from ml_assets.forecasting.online_assets import online_features
 from ml_assets.ingest.assets import build_ingest_assets
 from ml_assets.monitoring.accuracy_assets import forecast_accuracy
 from ml_assets.monitoring.assets import prediction_log
+from ml_assets.monitoring.drift_assets import build_drift_assets
 from ml_assets.partitions import build_partitions
 from ml_assets.training.assets import demand_model, training_set
 from resources import build_resources
@@ -60,7 +61,7 @@ def build_definitions(settings: Settings, dataset_ref: str = "simulated") -> dg.
     assets = [*build_ingest_assets(partitions), *build_feature_assets(partitions),
               training_set, demand_model, model_evaluation, champion, demand_forecaster_bento,
               forecast_features, batch_forecasts, online_features, prediction_log,
-              forecast_accuracy]
+              forecast_accuracy, *build_drift_assets(partitions)]
     jobs = build_jobs()
     ingest = next(j for j in jobs if j.name == INGEST_JOB)
     daily = next(j for j in jobs if j.name == DAILY_JOB)

@@ -1,8 +1,8 @@
 """`retrain_on_drift`: monitoring evidence in, at most one `retrain` run per drift event out.
 
 It reads the latest `feature_drift` materialization (its `windows`: the recent daily windows
-with their drift share and key-feature PSI) and the recent `forecast_accuracy` ones (realized
-over expected WAPE through each day), and applies the retrain policy
+with their drift share and key-feature PSI) and the latest `forecast_accuracy` one (its
+`windows`: realized over expected WAPE for the week up to each day), and applies the retrain policy
 (ml_assets/monitoring/policy.py). A retrain is tagged with its trigger and its evidence. The
 cursor remembers the drift event already acted on, and the run key names that event, so the
 same event never launches twice, across daemon restarts too. Otherwise the skip reason says
@@ -24,7 +24,6 @@ from resources.platform import PlatformSettings
 RETRAIN_JOB = "retrain"
 DEFAULT_POLICY = Path(__file__).with_name("retrain_policy.yaml")
 TRIGGER = "retrain_on_drift"
-ACCURACY_HISTORY = 30  # materializations read for realized/expected WAPE by day
 
 
 def _metadata(record: Any) -> dict[str, Any]:
@@ -39,13 +38,14 @@ def monitoring_windows(instance: dg.DagsterInstance) -> list[Window]:
     if not drift:
         return []
     windows = json.loads(_metadata(drift[0]).get("windows", "[]"))
-    ratios: dict[str, float] = {}
-    for record in instance.fetch_materializations(dg.AssetKey("forecast_accuracy"),
-                                                  limit=ACCURACY_HISTORY).records:
-        meta = _metadata(record)
-        ratios.setdefault(str(meta.get("evaluated_through")), meta.get("wape_ratio"))
+    ratios: dict[str, dict] = {}
+    accuracy = instance.fetch_materializations(dg.AssetKey("forecast_accuracy"), limit=1).records
+    if accuracy:
+        meta = _metadata(accuracy[0])
+        ratios = {w["end"]: w for w in json.loads(meta.get("windows", "[]"))}
     return [Window(dt.date.fromisoformat(w["end"]), w.get("drift_share"), w.get("key_psi", {}),
-                   ratios.get(w["end"])) for w in sorted(windows, key=lambda w: w["end"])]
+                   ratios.get(w["end"], {}).get("wape_ratio"), ratios.get(w["end"], {}).get("bias"))
+            for w in sorted(windows, key=lambda w: w["end"])]
 
 
 def recent_retrains(instance: dg.DagsterInstance, now: dt.datetime
@@ -69,6 +69,7 @@ def evaluate(instance: dg.DagsterInstance, policy: RetrainPolicy, cursor: str | 
     latest = windows[-1]
     evidence = {"window": str(latest.end), "drift_share": latest.drift_share,
                 "key_psi": latest.key_psi, "wape_ratio": latest.wape_ratio,
+                "bias": latest.bias,
                 "event_start": str(decision.event_start)}
     return dg.RunRequest(
         run_key=f"{TRIGGER}-{decision.event_start}",

@@ -36,7 +36,7 @@ _PALETTE = ["tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple", "tab
             "tab:pink", "tab:olive", "tab:cyan", "tab:gray"]
 
 
-def _png(fig: Figure) -> bytes:
+def render_png(fig: Figure) -> bytes:
     FigureCanvasAgg(fig)
     buf = io.BytesIO()
     # No "Software" metadata: identical inputs give identical bytes.
@@ -44,10 +44,10 @@ def _png(fig: Figure) -> bytes:
     return buf.getvalue()
 
 
-def _message_png(text: str, size: tuple[float, float] = (6.0, 1.5)) -> bytes:
+def message_png(text: str, size: tuple[float, float] = (6.0, 1.5)) -> bytes:
     fig = Figure(figsize=size)
     fig.text(0.5, 0.5, text, ha="center", va="center", fontsize=12, color="dimgray")
-    return _png(fig)
+    return render_png(fig)
 
 
 def _present(col: str) -> pl.Expr:
@@ -94,7 +94,7 @@ def forecast_vs_actual_png(frame: pl.DataFrame, forecasters: Sequence[str],
     """One panel per series: the actuals as a black line, each forecaster's forecast as one
     segment per origin (the windows tile), gaps where values are null."""
     if not series or frame.is_empty() or not {*KEYS, "date", ACTUAL} <= set(frame.columns):
-        return _message_png("no backtest rows to plot")
+        return message_png("no backtest rows to plot")
     usable = _usable(frame, forecasters)
     ncols = 1 if len(series) == 1 else 2
     nrows = math.ceil(len(series) / ncols)
@@ -129,17 +129,17 @@ def forecast_vs_actual_png(frame: pl.DataFrame, forecasters: Sequence[str],
     if handles:
         fig.legend(list(handles.values()), list(handles), loc="outside upper center",
                    ncols=min(len(handles), 5), fontsize=8, frameon=False)
-    return _png(fig)
+    return render_png(fig)
 
 
 def error_by_horizon_png(frame: pl.DataFrame, forecasters: Sequence[str],
                          period_days: int) -> bytes:
     """WAPE per horizon step, one line per forecaster; the legend gives the pooled WAPE."""
     if frame.is_empty() or not {"horizon", ACTUAL} <= set(frame.columns):
-        return _message_png("no backtest rows to score")
+        return message_png("no backtest rows to score")
     usable = _usable(frame, forecasters)
     if not usable:
-        return _message_png("no forecasts to score")
+        return message_png("no forecasts to score")
     frame = frame.filter(pl.col("horizon").is_not_null())
     by_h = metric_table(frame, ACTUAL, usable, by=["horizon"])
     overall = dict(metric_table(frame, ACTUAL, usable).select("forecaster", "wape").rows())
@@ -157,7 +157,7 @@ def error_by_horizon_png(frame: pl.DataFrame, forecasters: Sequence[str],
     ax.yaxis.set_major_formatter(PercentFormatter(1.0))
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    return _png(fig)
+    return render_png(fig)
 
 
 def feature_importance_png(importance: dict[str, float], top: int = 20) -> bytes:
@@ -166,7 +166,7 @@ def feature_importance_png(importance: dict[str, float], top: int = 20) -> bytes
     items = sorted(((float(v), k) for k, v in importance.items() if math.isfinite(float(v))),
                    key=lambda vk: (-vk[0], vk[1]))[:max(top, 0)]
     if not items:
-        return _message_png("no feature importance")
+        return message_png("no feature importance")
     gains, names = zip(*reversed(items), strict=True)
     fig = Figure(figsize=(8, 1 + 0.22 * len(items)), layout="constrained")
     ax = fig.add_subplot()
@@ -174,7 +174,7 @@ def feature_importance_png(importance: dict[str, float], top: int = 20) -> bytes
     ax.set_xlabel("gain")
     ax.set_title(f"Top {len(items)} features by gain", fontsize=10)
     ax.tick_params(labelsize=8)
-    return _png(fig)
+    return render_png(fig)
 
 
 def markdown_images(images: dict[str, bytes]) -> str:

@@ -101,7 +101,16 @@ def long_table(tables: dict[str, pl.DataFrame]) -> pl.DataFrame:
 
 def window_wape(joined: pl.DataFrame, end: dt.date, days: int) -> tuple[float, int]:
     """WAPE of the matched forecasts for the `days` days up to `end`, and their number."""
+    wape, _, n = window_error(joined, end, days)
+    return wape, n
+
+
+def window_error(joined: pl.DataFrame, end: dt.date, days: int) -> tuple[float, float, int]:
+    """WAPE and bias of the matched forecasts for the `days` days up to `end`, and their
+    number."""
     start = end - dt.timedelta(days=days - 1)
     rows = joined.filter((pl.col("status") == "matched") & pl.col("date").is_between(start, end))
-    table = metric_table(rows, forecasts=["forecast"])
-    return float(table.get_column("wape")[0]), int(table.get_column("n")[0])
+    if rows.is_empty():
+        return float("nan"), float("nan"), 0
+    row = metric_table(rows, forecasts=["forecast"]).row(0, named=True)
+    return float(row["wape"]), float(row["bias"]), int(row["n"])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 import math
 
 import dagster as dg
@@ -17,7 +18,7 @@ from ml_assets.monitoring.accuracy import (
     logged_forecasts_frame,
     long_table,
     status_counts,
-    window_wape,
+    window_error,
 )
 from ml_assets.training.registry import registry_client
 from resources.delta import DeltaStore
@@ -26,6 +27,7 @@ from resources.tracking import REGISTERED_MODEL
 
 ACCURACY_TABLE = "monitoring/forecast_accuracy"
 WINDOW_PERIODS = 7  # the realized-error window the retrain policy reads: a week of days
+WINDOWS_REPORTED = 30
 
 
 def _expected_wape(uri: str, versions: list[str]) -> dict[str, float]:
@@ -83,7 +85,7 @@ def forecast_accuracy(platform: PlatformSettings, delta: DeltaStore) -> dg.Mater
             **{f"forecasts_{k}": v for k, v in counts.items()}, "what_if_excluded": what_if})
     tables = accuracy_tables(joined, settings.dataset.period_days, _categories(delta))
     days = WINDOW_PERIODS * settings.dataset.period_days
-    realized, n = window_wape(joined, through, days)
+    realized, bias, n = window_error(joined, through, days)
     recent = joined.filter((pl.col("status") == "matched")
                            & (pl.col("date") > through - dt.timedelta(days=days)))
     versions = sorted(recent.get_column("model_version").unique().to_list())
@@ -93,6 +95,16 @@ def forecast_accuracy(platform: PlatformSettings, delta: DeltaStore) -> dg.Mater
     expected_wape = (sum(expected[v] * weights[v] for v in expected) / total if total
                      else math.nan)
     ratio = realized / expected_wape if expected_wape and not math.isnan(realized) else math.nan
+    # the same ratio for each recent day's trailing window: what the retrain sensor lines up
+    # with the drift windows (its hysteresis needs consecutive windows)
+    windows = []
+    for back in range(WINDOWS_REPORTED):
+        end = through - dt.timedelta(days=back * settings.dataset.period_days)
+        wape_end, bias_end, n_end = window_error(joined, end, days)
+        if n_end and expected_wape and not math.isnan(wape_end):
+            windows.append({"end": end.isoformat(), "wape": round(wape_end, 4),
+                            "wape_ratio": round(wape_end / expected_wape, 4),
+                            "bias": round(bias_end, 4)})
 
     evaluated_at = dt.datetime.now(dt.UTC)
     long = long_table(tables)
@@ -105,9 +117,11 @@ def forecast_accuracy(platform: PlatformSettings, delta: DeltaStore) -> dg.Mater
     return dg.MaterializeResult(metadata={
         "evaluated_through": str(through),
         "window_days": days,
+        "windows": json.dumps(windows[::-1]),
         "realized_wape": _round(realized),
         "expected_wape": _round(expected_wape),
         "wape_ratio": _round(ratio),
+        "realized_bias": _round(bias),
         "window_forecasts": n,
         "model_versions": ", ".join(versions) or "none",
         **{f"forecasts_{k}": v for k, v in counts.items()},

@@ -1,13 +1,13 @@
 """The retrain policy: when monitoring evidence is enough to retrain, and when it is not.
 
 A window (one day's drift report, with the realized accuracy evaluated through that day)
-*breaches* when any rule holds: the share of drifted features, the PSI of a key feature, or the
-realized WAPE against the expected one crosses its threshold. A drift *event* starts when
-`consecutive_windows` windows in a row breach (hysteresis: one noisy day is not an event) and
-lasts until a window does not. Each event asks for one retrain, once, and only when the
-cooldown since the last retrain has passed and today's retrains are under the maximum. The
-policy file is YAML (sensors/retrain_policy.yaml is the default; RETAIL_ML_RETRAIN_POLICY names
-another).
+*breaches* when any rule holds: the share of drifted features, the PSI of a key feature, the
+realized WAPE against the expected one, or the realized bias crosses its threshold. A drift
+*event* starts when `consecutive_windows` windows in a row breach (hysteresis: one noisy day
+is not an event) and lasts until a window does not. Each event asks for one retrain, once,
+and only when the cooldown since the last retrain has passed and today's retrains are under
+the maximum. The policy file is YAML (sensors/retrain_policy.yaml is the default;
+RETAIL_ML_RETRAIN_POLICY names another).
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ class RetrainPolicy:
     key_features: tuple[str, ...] = ()
     key_feature_psi: float = 0.25
     wape_ratio: float = 1.3  # realized WAPE / the backtest WAPE the evaluation expected
+    abs_bias: float = 0.3  # |sum(forecast - actual) / sum(actual)|: systematic under/over
     consecutive_windows: int = 2
     cooldown_hours: float = 24.0
     max_retrains_per_day: int = 2
@@ -35,6 +36,7 @@ class RetrainPolicy:
     def __post_init__(self) -> None:
         checks = {"drift_share": 0 < self.drift_share <= 1,
                   "key_feature_psi": self.key_feature_psi > 0, "wape_ratio": self.wape_ratio > 0,
+                  "abs_bias": self.abs_bias > 0,
                   "consecutive_windows": self.consecutive_windows >= 1,
                   "cooldown_hours": self.cooldown_hours >= 0,
                   "max_retrains_per_day": self.max_retrains_per_day >= 1}
@@ -51,7 +53,7 @@ def load_policy(path: Path) -> RetrainPolicy:
     raw = yaml.safe_load(path.read_text()) or {}
     drift, perf, limits = raw.get("drift", {}), raw.get("performance", {}), raw.get("limits", {})
     known = {"drift": {"share", "key_features", "key_feature_psi"},
-             "performance": {"wape_ratio"},
+             "performance": {"wape_ratio", "abs_bias"},
              "limits": {"consecutive_windows", "cooldown_hours", "max_retrains_per_day"}}
     unknown = [f"{section}.{key}" for section, keys in known.items()
                for key in raw.get(section, {}) if key not in keys]
@@ -61,7 +63,8 @@ def load_policy(path: Path) -> RetrainPolicy:
     values = {"drift_share": drift.get("share"),
               "key_features": tuple(drift.get("key_features", ())),
               "key_feature_psi": drift.get("key_feature_psi"),
-              "wape_ratio": perf.get("wape_ratio"), **limits}
+              "wape_ratio": perf.get("wape_ratio"), "abs_bias": perf.get("abs_bias"),
+              **limits}
     try:
         return RetrainPolicy(**{k: v for k, v in values.items() if v is not None})
     except (TypeError, ValueError) as error:
@@ -74,6 +77,7 @@ class Window:
     drift_share: float | None = None
     key_psi: dict[str, float] = field(default_factory=dict)
     wape_ratio: float | None = None
+    bias: float | None = None
 
 
 @dataclass(frozen=True)
@@ -96,6 +100,9 @@ def breaches(policy: RetrainPolicy, window: Window) -> list[str]:
     ratio = window.wape_ratio
     if ratio is not None and not math.isnan(ratio) and ratio >= policy.wape_ratio:
         out.append(f"realized/expected WAPE {ratio:.2f} >= {policy.wape_ratio}")
+    bias = window.bias
+    if bias is not None and not math.isnan(bias) and abs(bias) >= policy.abs_bias:
+        out.append(f"realized bias {bias:+.2f}, |bias| >= {policy.abs_bias}")
     return out
 
 

@@ -45,8 +45,11 @@ def _drift(instance: dg.DagsterInstance, shares: list[float], psi: float = 0.0) 
 
 
 def _accuracy(instance: dg.DagsterInstance, day: dt.date, ratio: float) -> None:
+    windows = [{"end": str(day - dt.timedelta(days=1)), "wape_ratio": 1.0},
+               {"end": str(day), "wape_ratio": ratio}]
     instance.report_runless_asset_event(dg.AssetMaterialization(
-        "forecast_accuracy", metadata={"evaluated_through": str(day), "wape_ratio": ratio}))
+        "forecast_accuracy", metadata={"evaluated_through": str(day), "wape_ratio": ratio,
+                                       "windows": json.dumps(windows)}))
 
 
 def _tick(instance: dg.DagsterInstance, platform: PlatformSettings, cursor: str | None = None
@@ -79,7 +82,7 @@ def test_a_drift_event_asks_for_one_retrain_with_its_evidence(instance, platform
     assert result.tags["retail_ml/trigger"] == TRIGGER
     assert json.loads(result.tags["retail_ml/evidence"]) == {
         "window": "2025-03-12", "drift_share": 0.6, "key_psi": {"units_sold": 0.0},
-        "wape_ratio": 1.45, "event_start": "2025-03-11"}
+        "wape_ratio": 1.45, "bias": None, "event_start": "2025-03-11"}
     assert "drift share 0.60 >= 0.3; realized/expected WAPE 1.45 >= 1.3" in result.tags[
         "retail_ml/trigger_reason"]
     # the next tick, and the next day of the same event: no second retrain

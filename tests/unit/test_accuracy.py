@@ -4,6 +4,7 @@ are left out and counted, and the metrics match a hand computation."""
 from __future__ import annotations
 
 import datetime as dt
+import math
 
 import polars as pl
 import pytest
@@ -84,3 +85,5 @@ def test_metrics_by_scope_match_a_hand_computation() -> None:
     assert long.filter(pl.col("scope") == "overall").get_column("key").to_list() == ["all"]
     wape, n = window_wape(joined, _day(1), 1)
     assert (wape, n) == (pytest.approx((2 + 0 + 4) / 21), 3)
+    wape, n = window_wape(joined, _day(-5), 3)  # before any forecast
+    assert math.isnan(wape) and n == 0

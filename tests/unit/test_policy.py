@@ -30,13 +30,15 @@ def _decide(windows: list[Window], acted_on: dt.date | None = None,
 @pytest.mark.parametrize(("window", "rule"), [
     (Window(DAY, drift_share=0.3), "drift share 0.30 >= 0.3"),
     (Window(DAY, drift_share=0.1, key_psi={"lag_7": 0.4}), "PSI of lag_7 0.40 >= 0.25"),
-    (Window(DAY, wape_ratio=1.5), "realized/expected WAPE 1.50 >= 1.3")])
+    (Window(DAY, wape_ratio=1.5), "realized/expected WAPE 1.50 >= 1.3"),
+    (Window(DAY, bias=-0.35), "realized bias -0.35, |bias| >= 0.3")])
 def test_each_rule_breaches_at_its_threshold(window: Window, rule: str) -> None:
     assert breaches(POLICY, window) == [rule]
 
 
 def test_below_every_threshold_nothing_breaches() -> None:
-    quiet = Window(DAY, drift_share=0.29, key_psi={"lag_7": 0.2, "other": 9.0}, wape_ratio=1.2)
+    quiet = Window(DAY, drift_share=0.29, key_psi={"lag_7": 0.2, "other": 9.0}, wape_ratio=1.2,
+                   bias=0.29)
     assert breaches(POLICY, quiet) == []
     assert _decide([quiet]).rule == "no breach"
 
@@ -81,11 +83,11 @@ def test_no_windows_is_no_evidence() -> None:
 def test_policy_file_round_trip_and_errors(tmp_path: Path) -> None:
     path = tmp_path / "policy.yaml"
     path.write_text("drift: {share: 0.4, key_features: [lag_7], key_feature_psi: 0.3}\n"
-                    "performance: {wape_ratio: 1.5}\n"
+                    "performance: {wape_ratio: 1.5, abs_bias: 0.4}\n"
                     "limits: {consecutive_windows: 3, cooldown_hours: 12, "
                     "max_retrains_per_day: 4}\n")
     policy = load_policy(path)
-    assert policy == RetrainPolicy(0.4, ("lag_7",), 0.3, 1.5, 3, 12, 4)
+    assert policy == RetrainPolicy(0.4, ("lag_7",), 0.3, 1.5, 0.4, 3, 12, 4)
     assert len(policy.digest()) == 12 and policy.digest() != RetrainPolicy().digest()
     path.write_text("drift: {shares: 0.4}\nlimit: {}\n")
     with pytest.raises(ValueError, match=r"policy.yaml: unknown retrain policy keys "
