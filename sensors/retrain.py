@@ -13,16 +13,20 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from pathlib import Path
 from typing import Any
 
 import dagster as dg
 
-from ml_assets.monitoring.policy import RetrainPolicy, Window, decide, load_policy
+from ml_assets.monitoring.policy import (
+    DEFAULT_POLICY,
+    RetrainPolicy,
+    Window,
+    decide,
+    load_policy,
+)
 from resources.platform import PlatformSettings
 
 RETRAIN_JOB = "retrain"
-DEFAULT_POLICY = Path(__file__).with_name("retrain_policy.yaml")
 TRIGGER = "retrain_on_drift"
 
 

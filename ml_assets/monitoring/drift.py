@@ -48,7 +48,7 @@ class DriftThresholds:
     `share` of the features drifted raises the alarm. PSI 0.2 (between the customary 0.1 and
     0.25), KS 0.1, W1/std 0.1 (Evidently's default), JS 0.1. On the simulated default world
     (tests/unit/test_drift_seasonality.py) a 1.3x level shift takes ~9 demand features to W1/std
-    0.15-0.3 (pooled over series, PSI and KS hardly move), while without scenario the item-level
+    0.12-0.3 (pooled over series, PSI and KS hardly move), while without scenario the item-level
     price and promotion features cross 0.1 week to week and no weekly share passed 6/23: 0.3.
     Fewer than `min_rows` rows on either side: reported, never drifted."""
 

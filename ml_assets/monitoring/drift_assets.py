@@ -26,6 +26,7 @@ from ml_assets.monitoring.drift import (
     seasonal_reference,
 )
 from ml_assets.monitoring.drift_plots import drift_heatmap_png
+from ml_assets.monitoring.policy import DEFAULT_POLICY, load_policy
 from ml_assets.partitions import first_day, window_dates
 from ml_assets.training.dataset import TARGET, model_columns
 from ml_assets.training.registry import RegisteredModel, load_alias
@@ -42,10 +43,6 @@ REFERENCE_REACH_DAYS = 364 + 5 * 7  # last year's weeks, widened, and the weeks 
 # Price and promotion are planned by the retailer, known in advance, and their week-to-week mix
 # follows the promotion calendar: a promotion week is not drift. They stay out of the alarm.
 PLANNED = ("price", "discount", "on_promo", "promo_")
-# Looser than the statistics' textbook defaults: measured on normal weeks of the simulated world
-# (60 series, like-for-like), the defaults called a third to half of the features drifted every
-# week (W1/std 0.13-0.2 from promotions and holidays in pooled demand); these call 0.1-0.3.
-THRESHOLDS = DriftThresholds(psi=0.25, ks=0.15, wasserstein=0.25, js=0.15, share=0.4)
 
 
 def window_of(day: dt.date, period_days: int) -> tuple[dt.date, dt.date]:
@@ -132,7 +129,9 @@ def build_drift_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDef
         # rolling features are complete from here on (yearly lags are handled per window)
         earliest = first_day(settings) + (spec.horizon + spec.windows[-1]) * step
         model = load_alias(settings.mlflow_tracking_uri, "champion")
-        new = drift_windows(delta, days, spec.period_days, earliest, model, THRESHOLDS)
+        policy = load_policy(settings.retrain_policy or DEFAULT_POLICY)
+        thresholds = DriftThresholds(**dict(policy.statistics), share=policy.drift_share)
+        new = drift_windows(delta, days, spec.period_days, earliest, model, thresholds)
         if new.is_empty():
             return dg.MaterializeResult(metadata={"windows": "[]",
                                                   "note": "no feature rows in these windows"})

@@ -21,10 +21,18 @@ from pathlib import Path
 
 import yaml
 
+DEFAULT_POLICY = Path(__file__).resolve().parents[2] / "sensors" / "retrain_policy.yaml"
+
+
+STATISTICS = ("psi", "ks", "wasserstein", "js")
+
 
 @dataclass(frozen=True)
 class RetrainPolicy:
     drift_share: float = 0.3  # share of features drifted
+    # when one feature counts as drifted: PSI, KS, W1/std(reference), Jensen-Shannon
+    statistics: tuple[tuple[str, float], ...] = (("psi", 0.2), ("ks", 0.1),
+                                                 ("wasserstein", 0.1), ("js", 0.1))
     key_features: tuple[str, ...] = ()
     key_feature_psi: float = 0.25
     wape_ratio: float = 1.3  # realized WAPE / the backtest WAPE the evaluation expected
@@ -40,6 +48,7 @@ class RetrainPolicy:
                   "consecutive_windows": self.consecutive_windows >= 1,
                   "cooldown_hours": self.cooldown_hours >= 0,
                   "max_retrains_per_day": self.max_retrains_per_day >= 1}
+        checks["statistics"] = all(k in STATISTICS and v > 0 for k, v in self.statistics)
         bad = [name for name, ok in checks.items() if not ok]
         if bad:
             raise ValueError(f"retrain policy: invalid {', '.join(bad)}: {asdict(self)}")
@@ -52,7 +61,7 @@ def load_policy(path: Path) -> RetrainPolicy:
     """The policy in `path`; unknown keys are an error that names them and the file."""
     raw = yaml.safe_load(path.read_text()) or {}
     drift, perf, limits = raw.get("drift", {}), raw.get("performance", {}), raw.get("limits", {})
-    known = {"drift": {"share", "key_features", "key_feature_psi"},
+    known = {"drift": {"share", "key_features", "key_feature_psi", "statistics"},
              "performance": {"wape_ratio", "abs_bias"},
              "limits": {"consecutive_windows", "cooldown_hours", "max_retrains_per_day"}}
     unknown = [f"{section}.{key}" for section, keys in known.items()
@@ -60,7 +69,9 @@ def load_policy(path: Path) -> RetrainPolicy:
     unknown += [key for key in raw if key not in known]
     if unknown:
         raise ValueError(f"{path}: unknown retrain policy keys {unknown}")
+    stats = drift.get("statistics")
     values = {"drift_share": drift.get("share"),
+              "statistics": tuple(sorted(stats.items())) if stats else None,
               "key_features": tuple(drift.get("key_features", ())),
               "key_feature_psi": drift.get("key_feature_psi"),
               "wape_ratio": perf.get("wape_ratio"), "abs_bias": perf.get("abs_bias"),

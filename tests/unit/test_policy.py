@@ -82,12 +82,14 @@ def test_no_windows_is_no_evidence() -> None:
 
 def test_policy_file_round_trip_and_errors(tmp_path: Path) -> None:
     path = tmp_path / "policy.yaml"
-    path.write_text("drift: {share: 0.4, key_features: [lag_7], key_feature_psi: 0.3}\n"
+    path.write_text("drift: {share: 0.4, key_features: [lag_7], key_feature_psi: 0.3,\n"
+                    "        statistics: {psi: 0.3, ks: 0.2}}\n"
                     "performance: {wape_ratio: 1.5, abs_bias: 0.4}\n"
                     "limits: {consecutive_windows: 3, cooldown_hours: 12, "
                     "max_retrains_per_day: 4}\n")
     policy = load_policy(path)
-    assert policy == RetrainPolicy(0.4, ("lag_7",), 0.3, 1.5, 0.4, 3, 12, 4)
+    assert policy == RetrainPolicy(0.4, (("ks", 0.2), ("psi", 0.3)), ("lag_7",), 0.3, 1.5, 0.4,
+                                   3, 12, 4)
     assert len(policy.digest()) == 12 and policy.digest() != RetrainPolicy().digest()
     path.write_text("drift: {shares: 0.4}\nlimit: {}\n")
     with pytest.raises(ValueError, match=r"policy.yaml: unknown retrain policy keys "
