@@ -88,6 +88,8 @@ def load_serving(sources: Sources, paths: Paths, period_days: int) -> Serving:
     """Loads the model from the BentoML store and the snapshot at exactly those versions."""
     model = bentoml.models.get(sources.model_tag)
     booster = bentoml.xgboost.load_model(model)
+    # one thread per worker: the workers already use every core, and a request is a few rows
+    booster.set_param({"nthread": 1})
     meta, labels = model.info.metadata, dict(model.info.labels)
     columns = Columns(list(meta["numeric"]), list(meta["categorical"]))
     levels = {c: list(v) for c, v in meta["category_levels"].items()}
