@@ -5,8 +5,8 @@
     python -m benchmarks.run --only features
 
 A benchmark is a name, a one-line description and a function taking `quick` that runs it and
-returns its result (with the report paths under "reports" and a one-line "headline"). Serving,
-drift and Spark benchmarks plug into BENCHMARKS the same way.
+returns its result (with the report paths under "reports" and a one-line "headline"). The Spark
+benchmark will plug into BENCHMARKS the same way.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from benchmarks import features_bench
+from benchmarks import drift_bench, features_bench, serving_bench
 
 
 @dataclass(frozen=True)
@@ -41,9 +41,18 @@ def _features(small: bool) -> dict[str, Any]:
     return {**result, "headline": headline}
 
 
+def _serving(small: bool) -> dict[str, Any]:
+    # headline and reports come with the result; quick mode writes to results/quick
+    return serving_bench.main(["--quick"] if small else [])
+
+
 BENCHMARKS: dict[str, Benchmark] = {
     "features": Benchmark("bronze Delta → full feature set → feature Delta, polars vs pandas",
                           _features),
+    "serving": Benchmark("POST /forecast and /forecast_batch under `bentoml serve` vs a raw "
+                         "ASGI app, with tuning variants", _serving),
+    "drift": Benchmark("drift statistics, 1M x 1M rows x 30 features, vs scipy/pandas per column",
+                       lambda small: drift_bench.main(["--quick"] if small else [])),
 }
 
 

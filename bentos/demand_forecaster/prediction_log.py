@@ -2,9 +2,8 @@
 
 The request path only puts one tuple on a `queue.SimpleQueue` (the request and response objects
 as they are); one daemon thread builds the records and writes them. That thread wakes on a
-timer and drains the queue, instead of waiting on it. Woken by every request, it put 0.5 ms
-of a worker's CPU per forecast on the log in the serving benchmark (py-spy), where building
-and writing a record costs 0.02 ms: the rest was waking up and trading the GIL.
+timer and drains what is queued, rather than being woken by every request to trade the GIL
+with the event loop.
 
 Files live under `<RETAIL_ML_HOME>/predictions/`, one per UTC hour and process, and a new one
 when a file grows past `max_bytes`:

@@ -233,7 +233,8 @@ def test_ui_shows_groups_partitions_checks_and_metadata(webserver: dict,
         "demand_model": "training", "model_evaluation": "evaluation",
         "champion": "deployment", "demand_forecaster_bento": "deployment",
         "forecast_features": "forecasting", "batch_forecasts": "forecasting",
-        "online_features": "forecasting", "prediction_log": "monitoring"}
+        "online_features": "forecasting", "prediction_log": "monitoring",
+        "forecast_accuracy": "monitoring", "feature_drift": "monitoring"}
     assert nodes["features"]["isPartitioned"]
     assert "Daily" in nodes["features"]["partitionDefinition"]["description"]
     checks = {k: {(c["name"], c["blocking"]) for c in n["assetChecksOrError"]["checks"]}
