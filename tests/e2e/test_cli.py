@@ -130,3 +130,17 @@ def test_second_demo_on_unchanged_data_keeps_the_champion(demo: dict) -> None:
     assert again.returncode == 0, again.stderr[-3000:]
     assert "the promotion gate kept the current champion" in again.stdout
     assert "challenger       v2" in again.stdout
+
+
+def test_reproduce_gives_the_champion_s_predictions(demo: dict) -> None:
+    done = _cli(demo["env"], "reproduce", "1")
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert re.search(r"version 1 refitted from gold/training_set at Delta version \d+ "
+                     r"\(\w+, \d+ rounds\): identical predictions on \d+ rows", done.stdout)
+
+
+def test_rollback_with_nothing_to_roll_back_to_says_so(demo: dict) -> None:
+    # after the second demo the gate kept v1: no previous champion exists
+    done = _cli(demo["env"], "rollback")
+    assert done.returncode == 1
+    assert "has no previous version to roll back from or to" in done.stderr
