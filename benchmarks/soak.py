@@ -47,7 +47,8 @@ class Tally:
     ok: int = 0
     failures: dict[str, int] = field(default_factory=dict)
     latencies_ms: list[float] = field(default_factory=list)
-    seen: dict[str, float] = field(default_factory=dict)  # model tag -> first seen (s into run)
+    # each swap: to which model, when (s into the run), and when its first answer came back
+    swaps: list[dict] = field(default_factory=list)
 
     def fail(self, reason: str) -> None:
         self.failures[reason] = self.failures.get(reason, 0) + 1
@@ -69,8 +70,11 @@ async def _one(session: aiohttp.ClientSession, url: str, body: dict, batch: bool
     now = time.perf_counter()
     tally.ok += 1
     tally.latencies_ms.append((now - due) * 1000)
-    for tag in {a["model_tag"] for a in (data if batch else [data])}:
-        tally.seen.setdefault(tag, now - start)
+    tags = {a["model_tag"] for a in (data if batch else [data])}
+    for swap in tally.swaps:  # the first answer from the new model after its swap
+        if (swap["first_answer_after_s"] is None and swap["to"] in tags
+                and now - start >= swap["at_s"]):
+            swap["first_answer_after_s"] = round(now - start - swap["at_s"], 2)
 
 
 def _rss_mb(pid: int) -> float:
@@ -89,7 +93,7 @@ async def _sample_rss(pid: int, every: float, until: float, out: list[tuple[floa
 async def soak(url: str, keys: list[dict], rate: float, duration: float, swaps: list[str],
                serving_dir: Path, server_pid: int, seed: int = 7) -> dict:
     rng = random.Random(seed)
-    tally, rss, swap_log = Tally(), [], []
+    tally, rss = Tally(), []
     start = time.perf_counter()
     swap_at = [start + duration * (i + 1) / (len(swaps) + 1) for i in range(len(swaps))]
     timeout = aiohttp.ClientTimeout(total=30)
@@ -101,9 +105,10 @@ async def soak(url: str, keys: list[dict], rate: float, duration: float, swaps: 
         while (due := start + i / rate) < start + duration:
             if swap_at and due >= swap_at[0]:
                 swap_at.pop(0)
-                tag = swaps[len(swap_log)]
+                tag = swaps[len(tally.swaps)]
+                tally.swaps.append({"to": tag, "at_s": round(time.perf_counter() - start, 2),
+                                    "first_answer_after_s": None})
                 publish_champion(serving_dir, tag, "soak", "soak", reason="soak")
-                swap_log.append({"to": tag, "at_s": round(due - start, 2)})
             await asyncio.sleep(max(0.0, due - time.perf_counter()))
             batch = rng.random() < 0.1
             body = {"requests": rng.sample(keys, BATCH)} if batch else rng.choice(keys)
@@ -113,10 +118,7 @@ async def soak(url: str, keys: list[dict], rate: float, duration: float, swaps: 
             i += 1
         await asyncio.gather(*tasks)
         await sampler
-    for swap in swap_log:  # when the first answer from the new model came back
-        seen = tally.seen.get(swap["to"])
-        swap["first_answer_after_s"] = None if seen is None else round(seen - swap["at_s"], 2)
-    return _verdict(tally, rss, swap_log, rate, duration)
+    return _verdict(tally, rss, tally.swaps, rate, duration)
 
 
 def _verdict(tally: Tally, rss: list[tuple[float, float]], swaps: list[dict], rate: float,

@@ -38,7 +38,7 @@ def test_champion_swaps_under_load_fail_no_request(bento_world: BentoWorld,
         assert done.returncode == 0, (done.stdout, done.stderr[-3000:], report)
         assert report["failed"] == 0 and report["ok"] == report["sent"] >= 0.95 * 200 * 30
         assert [s["to"] for s in report["swaps"]] == [second, first]
-        assert all(s["first_answer_after_s"] < 5 for s in report["swaps"]), report["swaps"]
+        assert all(0 <= s["first_answer_after_s"] < 5 for s in report["swaps"]), report["swaps"]
         assert report["rss_mb"]["growth"] <= 50, report["rss_mb"]
         # the pointer was restored: the server ends on the model it started with
         assert requests.get(f"{url}/model", timeout=30).json()["model_tag"] == first
