@@ -106,7 +106,14 @@ def _wait_for_code_location(url: str, proc: subprocess.Popen, log: Path,
 @pytest.fixture(scope="module")
 def webserver(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
     home = tmp_path_factory.mktemp("web") / "home"
-    world_env = small_world_env(home)
+    # The daemon runs retrain_on_drift too. 24 series make a week's pooled demand too noisy for
+    # the default drift thresholds, and a retrain it launched would queue behind (and race)
+    # the run under test: this policy never fires (the loop has its own test).
+    policy = home / "quiet_policy.yaml"
+    home.mkdir(parents=True)
+    policy.write_text("drift: {share: 1.0, key_feature_psi: 1000}\n"
+                      "performance: {wape_ratio: 1000, abs_bias: 1000}\n")
+    world_env = small_world_env(home, RETAIL_ML_RETRAIN_POLICY=str(policy))
     env = {**os.environ, **world_env, "DAGSTER_HOME": str(home / "dagster")}
     (home / "dagster").mkdir(parents=True)
     (home / "dagster" / "dagster.yaml").write_text(DAGSTER_YAML)
