@@ -99,12 +99,6 @@ def long_table(tables: dict[str, pl.DataFrame]) -> pl.DataFrame:
     return pl.concat(parts)
 
 
-def window_wape(joined: pl.DataFrame, end: dt.date, days: int) -> tuple[float, int]:
-    """WAPE of the matched forecasts for the `days` days up to `end`, and their number."""
-    wape, _, n = window_error(joined, end, days)
-    return wape, n
-
-
 def window_error(joined: pl.DataFrame, end: dt.date, days: int) -> tuple[float, float, int]:
     """WAPE and bias of the matched forecasts for the `days` days up to `end`, and their
     number."""

@@ -17,7 +17,7 @@ from ml_assets.monitoring.accuracy import (
     logged_forecasts_frame,
     long_table,
     status_counts,
-    window_wape,
+    window_error,
 )
 
 D = dt.date(2025, 3, 1)
@@ -83,7 +83,7 @@ def test_metrics_by_scope_match_a_hand_computation() -> None:
     assert set(long.get_column("scope")) == {"overall", "source", "model_version", "day",
                                              "horizon_bucket", "store", "category"}
     assert long.filter(pl.col("scope") == "overall").get_column("key").to_list() == ["all"]
-    wape, n = window_wape(joined, _day(1), 1)
+    wape, _, n = window_error(joined, _day(1), 1)
     assert (wape, n) == (pytest.approx((2 + 0 + 4) / 21), 3)
-    wape, n = window_wape(joined, _day(-5), 3)  # before any forecast
+    wape, _, n = window_error(joined, _day(-5), 3)  # before any forecast
     assert math.isnan(wape) and n == 0
