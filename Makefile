@@ -13,7 +13,7 @@ VENV := .venv
 RUN := $(VENV)/bin/python -m
 UV := $(shell command -v uv 2>/dev/null || echo $(VENV)/bin/uv)
 
-.PHONY: setup demo dev serve mlflow test lint bench fuzz soak clean
+.PHONY: setup demo dev serve mlflow test lint bench fuzz soak loop clean
 
 $(VENV)/.synced: pyproject.toml uv.lock
 	@test -d $(VENV) || python3 -m venv $(VENV)
@@ -62,6 +62,11 @@ fuzz: setup
 # twice: no failed request, both swaps seen, flat RSS (make demo first).
 soak: setup
 	$(RUN) benchmarks.soak --duration $(or $(DURATION),600)
+
+# The README's monitoring walk-through, driven and timed: dagster dev and bentoml serve on
+# RETAIL_ML_HOME (after make demo), two normal weeks, then six weeks of doubled demand.
+loop: setup
+	$(RUN) benchmarks.loop_walkthrough
 
 clean:
 	rm -rf $(RETAIL_ML_HOME)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import os
 import time
 import warnings
@@ -32,10 +31,8 @@ def run(settings: Settings, dataset_ref: str) -> int:
     dagster_home = os.environ.setdefault("DAGSTER_HOME", str(settings.dagster_home))
     os.makedirs(dagster_home, exist_ok=True)
     started = time.monotonic()
-    if settings.dataset.simulation is not None:
-        if not landed_days(settings):
-            land(settings)  # the history
-        land(settings, until=settings.today - dt.timedelta(days=1))
+    if settings.dataset.simulation is not None and not landed_days(settings):
+        land(settings)  # the history; `retail-ml simulate` lands the days since, while you watch
     defs = build_definitions(settings, dataset_ref)
     job = defs.resolve_job_def("full_pipeline")
     keys = job.partitions_def.get_partition_keys()  # type: ignore[union-attr]
@@ -87,4 +84,9 @@ def summary(defs: dg.Definitions, settings: Settings, result: dg.ExecuteInProces
               "  make dev     Dagster UI on http://127.0.0.1:3000 (lineage, report, gate)",
               "  make serve   the Bento on http://127.0.0.1:3001 (POST /forecast)",
               "  make mlflow  MLflow UI on http://127.0.0.1:5000 (runs, versions, aliases)"]
+    if settings.dataset.simulation is not None:
+        lines += ["  .venv/bin/retail-ml simulate --days 14   two more weeks land; with `make dev` "
+                  "running, the daily cycle and monitoring follow",
+                  "  .venv/bin/retail-ml simulate --days 42 --scenario level_shift:2.0   demand "
+                  "doubles: drift, one retrain, the gate, the new champion served"]
     return "\n".join(lines)

@@ -8,6 +8,7 @@ import datetime as dt
 import dagster as dg
 
 from ml_assets.ingest.landing import date_span, list_files
+from ml_assets.simulation.landing import world_start
 from resources.settings import DatasetConfig, Settings
 
 
@@ -16,7 +17,7 @@ def first_day(settings: Settings) -> dt.date:
     if ds.start_date is not None:
         return ds.start_date
     if ds.simulation is not None:
-        return ds.simulation.resolved_start(settings.today)
+        return world_start(settings)
     # Real files without a declared start: the earliest parseable date on disk.
     span = date_span(list_files(ds.sales), ds.sales)
     if span is None:

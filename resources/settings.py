@@ -54,8 +54,9 @@ class SimulationConfig(_Strict):
     n_stores: int = 20
     n_items: int = 100
     history_days: int = 730
-    # The simulated history ends this many days before today; `retail-ml simulate` lands the rest.
-    history_end_offset_days: int = 21
+    # The simulated history ends this many days before today; `retail-ml simulate` lands the
+    # rest while you watch (eight weeks: room for normal weeks and a drift longer than a horizon).
+    history_end_offset_days: int = 56
     start_date: dt.date | None = None  # pins the world in time (tests); default: derived from today
 
     def resolved_start(self, today: dt.date) -> dt.date:

@@ -5,14 +5,18 @@ with their drift share and key-feature PSI) and the latest `forecast_accuracy` o
 `windows`: realized over expected WAPE for the week up to each day), and applies the retrain policy
 (ml_assets/monitoring/policy.py). A retrain is tagged with its trigger and its evidence. The
 cursor remembers the drift event already acted on, and the run key names that event, so the
-same event never launches twice, across daemon restarts too. Otherwise the skip reason says
-which rule held the retrain back.
+same event never launches twice, across daemon restarts too. One exception: when the event's
+retrain did not promote (the gate held the challenger back, typically because too little of the
+shift had landed for the backtest to see it, or the run failed), the event asks again once the
+cooldown has passed, under a new run key (`...-2`). Otherwise the skip reason says which rule
+held the retrain back.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import json
+from dataclasses import replace
 from typing import Any
 
 import dagster as dg
@@ -28,6 +32,8 @@ from resources.platform import PlatformSettings
 
 RETRAIN_JOB = "retrain"
 TRIGGER = "retrain_on_drift"
+EVENT_TAG = "retail_ml/drift_event"
+NOT_PROMOTED = (dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED)
 
 
 def _metadata(record: Any) -> dict[str, Any]:
@@ -68,6 +74,16 @@ def evaluate(instance: dg.DagsterInstance, policy: RetrainPolicy, cursor: str | 
     windows = monitoring_windows(instance)
     last, today = recent_retrains(instance, now)
     decision = decide(policy, windows, acted_on, last, today, now)
+    attempt = 1
+    if decision.rule == "already retrained":
+        tried = instance.get_run_records(
+            dg.RunsFilter(job_name=RETRAIN_JOB, tags={EVENT_TAG: str(decision.event_start)}))
+        if tried and tried[0].dagster_run.status in NOT_PROMOTED:
+            # the cooldown and the daily maximum still apply to the retry
+            decision = decide(policy, windows, None, last, today, now)
+            attempt = len(tried) + 1
+            decision = replace(decision, reason=f"{decision.reason} (attempt {attempt}: the "
+                               "event's last retrain was not promoted)")
     if not decision.retrain:
         return dg.SkipReason(f"{decision.rule}: {decision.reason}")
     latest = windows[-1]
@@ -76,8 +92,9 @@ def evaluate(instance: dg.DagsterInstance, policy: RetrainPolicy, cursor: str | 
                 "bias": latest.bias,
                 "event_start": str(decision.event_start)}
     return dg.RunRequest(
-        run_key=f"{TRIGGER}-{decision.event_start}",
+        run_key=f"{TRIGGER}-{decision.event_start}" + (f"-{attempt}" if attempt > 1 else ""),
         tags={"retail_ml/trigger": TRIGGER, "retail_ml/trigger_rule": decision.rule,
+              EVENT_TAG: str(decision.event_start),
               "retail_ml/trigger_reason": decision.reason,
               "retail_ml/evidence": json.dumps(evidence, sort_keys=True),
               "retail_ml/policy_digest": policy.digest()})
@@ -93,6 +110,5 @@ def retrain_on_drift(context: dg.SensorEvaluationContext, platform: PlatformSett
     policy = load_policy(platform.get().retrain_policy or DEFAULT_POLICY)
     result = evaluate(context.instance, policy, context.cursor, dt.datetime.now(dt.UTC))
     if isinstance(result, dg.RunRequest):
-        start = result.run_key.removeprefix(f"{TRIGGER}-")
-        context.update_cursor(json.dumps({"acted_on": start}))
+        context.update_cursor(json.dumps({"acted_on": result.tags[EVENT_TAG]}))
     return result

@@ -10,9 +10,10 @@ from ml_assets.ingest.landing import ContractError, read_dimension
 from ml_assets.ingest.pipeline import ingest_window, quarantine_predicate
 from ml_assets.metadata import markdown_table, table_metadata
 from ml_assets.partitions import first_day, window_dates
+from ml_assets.simulation.landing import landed_days
 from resources.delta import DeltaStore
 from resources.platform import PlatformSettings
-from resources.settings import FileSource
+from resources.settings import FileSource, Settings
 
 GROUP = "ingest"
 DIMENSIONS = {"stores": "store_id", "items": "item_id", "calendar": "date"}
@@ -91,7 +92,7 @@ def build_ingest_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDe
             quarantine_predicate(result, start, end, day0, ds.end_date))
         share = result.quarantine_share
         latest = delta.scan("bronze/sales").select(pl.col("date").max()).collect().item()
-        expected = _expected_latest(ds.end_date, settings.today, ds.period_days)
+        expected = _expected_latest(settings)
         lag_periods = None if latest is None else (expected - latest).days // ds.period_days
         window = f"{start} .. {end - dt.timedelta(days=1)}"
         yield dg.MaterializeResult(
@@ -135,8 +136,16 @@ def build_ingest_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDe
     return [*dims, sales]
 
 
-def _expected_latest(end_date: dt.date | None, today: dt.date, period_days: int) -> dt.date:
-    """A historical dataset is complete at its end; a live one should have yesterday's period."""
-    if end_date is not None:
-        return end_date
-    return today - dt.timedelta(days=period_days)
+def _expected_latest(settings: Settings) -> dt.date:
+    """A historical dataset is complete at its end; a live one should have yesterday's period.
+    The simulated world is a replay whose clock is the simulator's: bronze should hold the last
+    day it landed (its history ends weeks ago, so that `retail-ml simulate` can land the days
+    since while you watch)."""
+    ds = settings.dataset
+    if ds.end_date is not None:
+        return ds.end_date
+    yesterday = settings.today - dt.timedelta(days=ds.period_days)
+    if ds.simulation is not None:
+        landed = landed_days(settings)
+        return min(landed[-1], yesterday) if landed else yesterday
+    return yesterday

@@ -10,21 +10,35 @@ from ml_assets.simulation.world import Scenario, World, WorldConfig
 from resources.settings import Settings
 
 SCENARIOS_FILE = "scenarios.json"
+WORLD_FILE = "world.json"
+
+
+def world_start(settings: Settings) -> dt.date:
+    """The world's first day. It is derived from the clock until the history lands, then kept
+    beside the files: a world derived again on a later day would start later and disagree with
+    the days already landed."""
+    sim = settings.dataset.simulation
+    if sim is None:
+        raise ValueError(f"Dataset '{settings.dataset.name}' is not the simulated world")
+    path = settings.landing_dir / WORLD_FILE
+    if sim.start_date is None and path.exists():
+        return dt.date.fromisoformat(json.loads(path.read_text())["start"])
+    return sim.resolved_start(settings.today)
 
 
 def world_for(settings: Settings) -> World:
     """The world of these settings, with every scenario started so far (kept beside the files,
     so days landed later come from the same world)."""
+    start = world_start(settings)  # raises for a dataset that is not simulated
     sim = settings.dataset.simulation
-    if sim is None:
-        raise ValueError(f"Dataset '{settings.dataset.name}' is not the simulated world")
+    assert sim is not None
     path = settings.landing_dir / SCENARIOS_FILE
     saved = json.loads(path.read_text()) if path.exists() else []
     scenarios = tuple(Scenario(kind=s["kind"], start=dt.date.fromisoformat(s["start"]),
                                magnitude=s["magnitude"], stores=tuple(s.get("stores", ())))
                       for s in saved)
     return World(WorldConfig(seed=sim.seed, n_stores=sim.n_stores, n_items=sim.n_items,
-                             start_date=sim.resolved_start(settings.today), scenarios=scenarios))
+                             start_date=start, scenarios=scenarios))
 
 
 def landed_days(settings: Settings) -> list[dt.date]:
@@ -47,7 +61,7 @@ def land(settings: Settings, until: dt.date | None = None, days: int | None = No
     sim = settings.dataset.simulation
     assert sim is not None
     landed = landed_days(settings)
-    start = sim.resolved_start(settings.today)
+    start = world_start(settings)
     first = landed[-1] + dt.timedelta(days=1) if landed else start
     if days is not None:
         end = first + dt.timedelta(days=days)
@@ -60,4 +74,9 @@ def land(settings: Settings, until: dt.date | None = None, days: int | None = No
         add_scenario(settings, scenario[0], first, scenario[1])
     if end <= first:
         return []
-    return world_for(settings).write_landing(settings.landing_dir, first, end)
+    world = world_for(settings)
+    anchor = settings.landing_dir / WORLD_FILE
+    if not anchor.exists():
+        anchor.parent.mkdir(parents=True, exist_ok=True)
+        anchor.write_text(json.dumps({"start": start.isoformat()}))
+    return world.write_landing(settings.landing_dir, first, end)

@@ -16,6 +16,8 @@ import polars as pl
 import pytest
 import requests
 
+from ml_assets.partitions import first_day
+from resources.settings import load_settings
 from tests.conftest import small_world_env
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -41,6 +43,21 @@ def test_simulate_lands_history_then_days_up_to_yesterday(tmp_path: Path) -> Non
     assert "level_shift" in (tmp_path / "home" / "landing" / "scenarios.json").read_text()
     again = _cli(env, "simulate")
     assert "up to date" in again.stdout
+
+
+def test_simulate_days_continues_the_same_world_on_a_later_day(tmp_path: Path) -> None:
+    """The world's first day is kept at the first landing: derived again a day later, it would
+    start a day later and disagree with the days already landed."""
+    home = tmp_path / "home"
+    env = small_world_env(home, offset_days=20, RETAIL_ML_TODAY="2025-03-11")
+    assert _cli(env, "simulate", "--history").returncode == 0
+    later = {**env, "RETAIL_ML_TODAY": "2025-03-12"}
+    done = _cli(later, "simulate", "--days", "3")
+    assert done.returncode == 0, done.stderr
+    assert "sales_2025-02-19.csv .. sales_2025-02-21.csv" in done.stdout
+    files = sorted((home / "landing" / "sales").glob("sales_*.csv"))
+    assert len(files) == 183 and files[0].name == "sales_2024-08-23.csv"
+    assert first_day(load_settings(later)).isoformat() == "2024-08-23"
 
 
 @pytest.fixture(scope="module")

@@ -114,3 +114,26 @@ def test_cooldown_after_a_retrain_run(instance, platform, tmp_path: Path) -> Non
     assert isinstance(result, dg.SkipReason)
     assert result.skip_message.startswith("cooldown: drift share 0.50 >= 0.3, but the last "
                                           "retrain was at")
+
+
+def test_an_event_whose_retrain_was_not_promoted_asks_again_after_the_cooldown(
+        instance, platform, tmp_path: Path) -> None:
+    """Days into a shift the backtest cannot see it yet, so the gate blocks the first retrain;
+    the event must not stay `already retrained` for as long as the shift lasts."""
+    policy = Path(platform.retrain_policy)  # type: ignore[arg-type]
+    policy.write_text(POLICY.replace("cooldown_hours: 24", "cooldown_hours: 0"))
+    defs = build_definitions(load_settings(small_world_env(tmp_path / "world")))
+    _drift(instance, [0.1, 0.5, 0.6])
+    first, cursor = _tick(instance, platform)
+    assert isinstance(first, dg.RunRequest), first
+    run = instance.create_run_for_job(defs.resolve_job_def("retrain"), run_config={},
+                                      tags={**first.tags, "dagster/run_key": first.run_key})
+    held, _ = _tick(instance, platform, cursor)  # still running: the event is acted on
+    assert isinstance(held, dg.SkipReason) and held.skip_message.startswith("already retrained")
+    instance.report_run_failed(run)  # as a run does when the promotion gate blocks
+    retry, cursor = _tick(instance, platform, cursor)
+    assert isinstance(retry, dg.RunRequest), retry
+    assert retry.run_key == f"{first.run_key}-2"
+    assert "attempt 2: the event's last retrain was not promoted" in \
+        retry.tags["retail_ml/trigger_reason"]
+    assert json.loads(cursor)["acted_on"] == "2025-03-11"
