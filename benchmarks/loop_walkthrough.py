@@ -168,8 +168,12 @@ def main() -> int:
             lambda: (v := requests.get("http://127.0.0.1:3001/model", timeout=10).json()[
                 "model_version"]) != before and v, args.timeout)
         answered = timeline.mark(f"the server answers with version {served}")
-        run = instance.get_run_record_by_id(retrain.dagster_run.run_id)
-        timeline.mark(f"retrain run {run.dagster_run.status.value}")
+        run_id = retrain.dagster_run.run_id
+        run = wait_until("the retrain run to finish",
+                         lambda: (r := instance.get_run_record_by_id(run_id)) and finished(r)
+                         and r, args.timeout)
+        timeline.mark(f"retrain run {run.dagster_run.status.value} (the Bento built after the "
+                      "champion moved)")
         retrains = runs_after(instance, "retrain", since)
     total = answered - landed
     print(f"drifted days landed -> new champion serving: {total:.0f} s; retrain runs: "
