@@ -13,7 +13,7 @@ VENV := .venv
 RUN := $(VENV)/bin/python -m
 UV := $(shell command -v uv 2>/dev/null || echo $(VENV)/bin/uv)
 
-.PHONY: setup demo dev serve mlflow test lint bench fuzz soak loop clean
+.PHONY: setup demo dev serve mlflow test lint bench fuzz soak loop bento-export clean
 
 $(VENV)/.synced: pyproject.toml uv.lock
 	@test -d $(VENV) || python3 -m venv $(VENV)
@@ -34,9 +34,16 @@ dev: setup
 serve: setup
 	$(VENV)/bin/bentoml serve demand_forecaster:latest --port 3001
 
+# The Bento that `make demo` built around the champion, as one file (the CI workflow's artifact;
+# `bentoml import` loads it elsewhere, `bentoml containerize` makes an image where Docker runs).
+bento-export: setup
+	$(VENV)/bin/bentoml export demand_forecaster:latest $(or $(OUT),demand_forecaster.bento)
+
+# One worker: a UI for one person. MLflow's default four each import MLflow, which took minutes
+# to answer on a busy 2-core machine.
 mlflow: setup
 	$(VENV)/bin/mlflow ui --backend-store-uri sqlite:///$(RETAIL_ML_HOME)/mlflow/mlflow.db \
-		--port 5000
+		--port 5000 --workers 1
 
 test: setup
 	$(RUN) pytest -q

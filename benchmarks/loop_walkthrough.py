@@ -176,11 +176,13 @@ def main() -> int:
                       "champion moved)")
         retrains = runs_after(instance, "retrain", since)
     total = answered - landed
+    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
     print(f"drifted days landed -> new champion serving: {total:.0f} s; retrain runs: "
           f"{len(retrains)}")
     RESULTS.write_text(
         f"# The monitoring loop under `dagster dev` ({dt.date.today()}, `make loop`)\n\n"
-        f"{os.cpu_count()} cores; RETAIL_ML_HOME {settings.home}. Drifted days landed to new "
+        f"{os.cpu_count()} cores, load average at the end {load} (above the core count, other "
+        f"work shared the CPU); RETAIL_ML_HOME {settings.home}. Drifted days landed to new "
         f"champion serving: **{total:.0f} s** (target <= 180 s); retrain runs: "
         f"{len(retrains)}.\n\n| at | event |\n|---|---|\n" + "\n".join(timeline.lines) + "\n")
     return 0 if len(retrains) == 1 else 1

@@ -5,8 +5,7 @@
     python -m benchmarks.run --only features
 
 A benchmark is a name, a one-line description and a function taking `quick` that runs it and
-returns its result (with the report paths under "reports" and a one-line "headline"). The Spark
-benchmark will plug into BENCHMARKS the same way.
+returns its result (with the report paths under "reports" and a one-line "headline").
 """
 
 from __future__ import annotations
@@ -18,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from benchmarks import drift_bench, features_bench, serving_bench
+from benchmarks import drift_bench, engines_bench, features_bench, m5_bench, serving_bench
 
 
 @dataclass(frozen=True)
@@ -41,6 +40,32 @@ def _features(small: bool) -> dict[str, Any]:
     return {**result, "headline": headline}
 
 
+def _engines(small: bool) -> dict[str, Any]:
+    quick = ["--series", "60", "--days", "400", "--repeats", "1", "--shuffle-partitions", "2",
+             "--driver-memory", "1g", "--out", str(features_bench.RESULTS / "quick")]
+    result = engines_bench.main(quick if small else [])
+    assert result is not None
+    ratio = result["ratios"]
+    headline = ", ".join(f"{name} {r['warm']:.1f}x polars' time warm" for name, r in
+                         ratio.items())
+    if result["parity"] is not None:
+        headline += ", outputs equal" if result["parity"]["equal"] else ", OUTPUTS DIFFER"
+    return {**result, "headline": headline}
+
+
+def _m5(small: bool) -> dict[str, Any]:
+    quick = ["--series", "300", "--days", "400", "--chunks", "100", "--check",
+             "--out", str(features_bench.RESULTS / "quick")]
+    result = m5_bench.main(quick if small else ["--chunks", "2000"])
+    assert result is not None
+    best = min(result["runs"], key=lambda r: r["s"])
+    headline = (f"{best['rows']:,} rows in {best['s']:.1f} s ({best['rows_per_s'] / 1e6:.2f}M "
+                f"rows/s), peak RSS {best['peak_rss_gb']:.1f} GB, {best['series_per_chunk']:,} "
+                "series per chunk")
+    out = features_bench.RESULTS / ("quick" if small else "")
+    return {**result, "headline": headline, "reports": [str(out / "m5.md")]}
+
+
 def _serving(small: bool) -> dict[str, Any]:
     # headline and reports come with the result; quick mode writes to results/quick
     return serving_bench.main(["--quick"] if small else [])
@@ -49,6 +74,10 @@ def _serving(small: bool) -> dict[str, Any]:
 BENCHMARKS: dict[str, Benchmark] = {
     "features": Benchmark("bronze Delta → full feature set → feature Delta, polars vs pandas",
                           _features),
+    "engines": Benchmark("the same feature run on polars, Spark local[2] and pandas, outputs "
+                         "compared", _engines),
+    "m5": Benchmark("polars features at M5 scale (30k series, 61.7M rows), chunked by series",
+                    _m5),
     "serving": Benchmark("POST /forecast and /forecast_batch under `bentoml serve` vs a raw "
                          "ASGI app, with tuning variants", _serving),
     "drift": Benchmark("drift statistics, 1M x 1M rows x 30 features, vs scipy/pandas per column",

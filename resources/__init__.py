@@ -16,11 +16,13 @@ def local_resources(settings: Settings, dataset_ref: str) -> dict[str, Any]:
     """Embedded defaults: Delta tables in folders, MLflow on sqlite, all under RETAIL_ML_HOME."""
     from resources.delta import DeltaStore
     from resources.platform import PlatformSettings
+    from resources.spark import spark_resource
     from resources.tracking import mlflow_tracking
 
     return {
         "platform": PlatformSettings.from_settings(settings, dataset_ref),
         "delta": DeltaStore(root=str(settings.delta_root)),
+        "spark": spark_resource(settings),  # lazy: no JVM unless the spark engine runs
         "mlflow": mlflow_tracking.configured({
             "experiment_name": "retail-demand",
             "mlflow_tracking_uri": settings.mlflow_tracking_uri,
@@ -32,6 +34,8 @@ def local_resources(settings: Settings, dataset_ref: str) -> dict[str, Any]:
 def build_resources(settings: Settings, dataset_ref: str) -> dict[str, Any]:
     if settings.env == "local":
         return local_resources(settings, dataset_ref)
-    raise NotImplementedError(
-        f"RETAIL_ML_ENV={settings.env!r}: the production resource set is not built yet; "
-        "use RETAIL_ML_ENV=local")
+    from resources.prod import prod_resources  # object store, MLflow server, Spark
+    from resources.spark import spark_resource
+
+    # `features` requires the `spark` key in every set; prod's engine_resources may replace it.
+    return {"spark": spark_resource(settings), **prod_resources(settings, dataset_ref)}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from typing import TYPE_CHECKING
 
 import dagster as dg
 import polars as pl
@@ -11,6 +12,11 @@ from deltalake.exceptions import TableNotFoundError
 from pydantic import Field
 
 from resources.delta_files import Window, replace_window
+
+if TYPE_CHECKING:  # pyspark is imported by the spark engine only
+    from pyspark.sql import DataFrame, SparkSession
+
+    from resources.spark import WrittenWindow
 
 
 def date_window_predicate(column: str, start: dt.date, end: dt.date) -> str:
@@ -89,3 +95,27 @@ class DeltaStore(dg.ConfigurableResource):
         large Parquet files ourselves (see delta_files). For the big date-keyed tables."""
         return replace_window(self.uri(table), df, Window(column, start, end),
                               stats_columns or [column], self._options())
+
+    # Spark I/O (resources/spark.py): the connector when the session has it, else the snapshot's
+    # Parquet files read by Spark and Spark-written files committed here with delta-rs.
+
+    def spark_read(self, spark: SparkSession, table: str, column: str | None = None,
+                   start: dt.date | None = None, end: dt.date | None = None) -> DataFrame:
+        """The table's current snapshot in Spark; with `column`, only rows in [start, end)."""
+        from resources.spark import read_table
+
+        found = self.table(table)
+        if found is None:
+            raise FileNotFoundError(f"Delta table '{table}' does not exist at {self.uri(table)}")
+        window = None if column is None else Window(column, start or dt.date.min,
+                                                    end or dt.date.max)
+        return read_table(spark, found, self.uri(table), window)
+
+    def spark_replace_window(self, spark: SparkSession, table: str, df: DataFrame, column: str,
+                             start: dt.date, end: dt.date,
+                             stats_columns: list[str] | None = None) -> WrittenWindow:
+        """`replace_window` for a Spark frame: one commit, and no row goes through the driver."""
+        from resources.spark import replace_window as spark_replace
+
+        return spark_replace(spark, df, self.uri(table), Window(column, start, end),
+                             stats_columns or [column], self._options())

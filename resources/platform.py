@@ -18,6 +18,8 @@ class PlatformSettings(dg.ConfigurableResource):
     promotion_margin: float = 0.01
     backtest_origins: int = 3
     retrain_policy: str | None = None  # the retrain policy YAML; None = sensors' default
+    engine: str = "polars"  # the feature engine: polars or spark
+    mlflow_uri: str | None = None  # an MLflow tracking server (prod); None = sqlite under home
 
     _settings: Settings | None = PrivateAttr(default=None)
 
@@ -31,6 +33,9 @@ class PlatformSettings(dg.ConfigurableResource):
                 environ["RETAIL_ML_TODAY"] = self.today
             if self.retrain_policy:
                 environ["RETAIL_ML_RETRAIN_POLICY"] = self.retrain_policy
+            environ["RETAIL_ML_ENGINE"] = self.engine
+            if self.mlflow_uri:
+                environ["RETAIL_ML_MLFLOW_URI"] = self.mlflow_uri
             self._settings = load_settings(environ)
         return self._settings
 
@@ -41,4 +46,4 @@ class PlatformSettings(dg.ConfigurableResource):
                    promotion_margin=settings.promotion_margin,
                    backtest_origins=settings.backtest_origins,
                    retrain_policy=str(settings.retrain_policy) if settings.retrain_policy
-                   else None)
+                   else None, engine=settings.engine, mlflow_uri=settings.mlflow_uri)

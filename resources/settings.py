@@ -118,6 +118,12 @@ class Settings(_Strict):
     promotion_margin: float = Field(default=0.01, ge=0.0, lt=1.0)
     backtest_origins: int = Field(default=3, ge=1)
     retrain_policy: Path | None = None  # the retrain policy YAML; None = the sensors' default
+    # An MLflow tracking server (prod); None = the sqlite backend under `home`.
+    mlflow_uri: str | None = None
+    # The spark engine's session: `local[*]` on one machine, the cluster's master URL in prod.
+    spark_master: str = "local[*]"
+    spark_shuffle_partitions: int = Field(default=8, ge=1)
+    spark_driver_memory: str = "4g"  # local mode: the driver is the executor too
 
     @property
     def landing_dir(self) -> Path:
@@ -142,7 +148,7 @@ class Settings(_Strict):
 
     @property
     def mlflow_tracking_uri(self) -> str:
-        return f"sqlite:///{self.mlflow_dir / 'mlflow.db'}"
+        return self.mlflow_uri or f"sqlite:///{self.mlflow_dir / 'mlflow.db'}"
 
     @property
     def bentoml_home(self) -> Path:
@@ -199,13 +205,22 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         dataset = load_dataset(Path(dataset_ref).expanduser().resolve(), home)
     pinned = env.get("RETAIL_ML_TODAY")
     today = dt.date.fromisoformat(pinned) if pinned else dt.date.today()
+    prod = env.get("RETAIL_ML_ENV") == "prod"
     return Settings(
         env=env.get("RETAIL_ML_ENV", "local"),
         home=home,
         dataset=dataset,
-        engine=env.get("RETAIL_ML_ENGINE", "polars"),
+        # Production computes features on Spark unless told otherwise.
+        engine=env.get("RETAIL_ML_ENGINE") or ("spark" if prod else "polars"),
         today=today,
         promotion_margin=env.get("RETAIL_ML_PROMOTION_MARGIN", 0.01),
         backtest_origins=env.get("RETAIL_ML_BACKTEST_ORIGINS", 3),
         retrain_policy=env.get("RETAIL_ML_RETRAIN_POLICY") or None,
+        spark_master=env.get("RETAIL_ML_SPARK_MASTER") or "local[*]",
+        spark_shuffle_partitions=env.get("RETAIL_ML_SPARK_SHUFFLE_PARTITIONS") or 8,
+        spark_driver_memory=env.get("RETAIL_ML_SPARK_DRIVER_MEMORY") or "4g",
+        # MLFLOW_TRACKING_URI counts in prod only: a developer's global one must not move a
+        # local home's registry to a server.
+        mlflow_uri=env.get("RETAIL_ML_MLFLOW_URI")
+        or (env.get("MLFLOW_TRACKING_URI") if prod else None) or None,
     )

@@ -12,6 +12,7 @@ from ml_assets.partitions import first_day, window_dates
 from resources.delta import DeltaStore
 from resources.platform import PlatformSettings
 from resources.settings import DatasetConfig
+from resources.spark import SparkEngine
 
 FEATURES_TABLE = "silver/features"
 
@@ -46,26 +47,54 @@ def null_shares(df: pl.DataFrame) -> list[tuple[str, str]]:
     return [(name, f"{share:.1%}") for name, share in shares.items()]
 
 
+def _no_rows(end: dt.date) -> dg.Failure:
+    return dg.Failure(f"No bronze sales rows before {end}: materialize `sales` first")
+
+
 def materialize_features(context: dg.AssetExecutionContext, platform: PlatformSettings,
-                         delta: DeltaStore) -> dg.MaterializeResult:
+                         delta: DeltaStore, spark: SparkEngine) -> dg.MaterializeResult:
     settings = platform.get()
     spec = feature_spec(settings.dataset)
     start, end = window_dates(context)
-    inputs = read_feature_inputs(delta, start, end, spec, first_day(settings))
-    sales = inputs.pop("sales")
-    if sales is None or sales.height == 0:
-        raise dg.Failure(f"No bronze sales rows before {end}: materialize `sales` first")
-    table = build_features(sales, spec, **inputs).filter(
-        pl.col("date").is_between(pl.lit(start), pl.lit(end), closed="left"))
-    version = delta.replace_window(FEATURES_TABLE, table, "date", start, end,
-                                   ["date", "store_id", "item_id"])
+    if settings.engine == "spark":
+        metadata = _spark_window(spark, delta, spec, start, end, first_day(settings))
+    else:
+        inputs = read_feature_inputs(delta, start, end, spec, first_day(settings))
+        sales = inputs.pop("sales")
+        if sales is None or sales.height == 0:
+            raise _no_rows(end)
+        table = build_features(sales, spec, **inputs).filter(
+            pl.col("date").is_between(pl.lit(start), pl.lit(end), closed="left"))
+        version = delta.replace_window(FEATURES_TABLE, table, "date", start, end,
+                                       ["date", "store_id", "item_id"])
+        metadata = {**table_metadata(table, delta.uri(FEATURES_TABLE), version),
+                    "null_share_per_feature": markdown_table(null_shares(table),
+                                                             ("column", "null share"))}
     return dg.MaterializeResult(metadata={
-        **table_metadata(table, delta.uri(FEATURES_TABLE), version),
+        **metadata,
+        "engine": settings.engine,
         "window": f"{start} .. {end - dt.timedelta(days=1)}",
         "horizon_periods": spec.horizon,
         "lags": str(spec.lags),
-        "null_share_per_feature": markdown_table(null_shares(table), ("column", "null share")),
     })
+
+
+def _spark_window(spark: SparkEngine, delta: DeltaStore, spec: FeatureSpec, start: dt.date,
+                  end: dt.date, history_start: dt.date) -> dict[str, object]:
+    """The window on Spark. Row count and null shares come from the written files' footers:
+    counting them in Spark would compute the features a second time."""
+    from ml_assets.features.spark_pipeline import materialize_window  # imports pyspark
+
+    written = materialize_window(spark.session(), delta, spec, start, end, history_start)
+    if written is None:
+        raise _no_rows(end)
+    schema = delta.scan(FEATURES_TABLE).collect_schema()  # the log's schema, no data read
+    rows = max(written.rows, 1)
+    shares = [(name, f"{written.nulls.get(name, 0) / rows:.1%}") for name in schema.names()]
+    return {**table_metadata(pl.DataFrame(schema=schema), delta.uri(FEATURES_TABLE),
+                             written.version),
+            "dagster/row_count": written.rows,
+            "null_share_per_feature": markdown_table(shares, ("column", "null share"))}
 
 
 def build_feature_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefinition]:
@@ -75,13 +104,14 @@ def build_feature_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsD
         partitions_def=partitions,
         deps=["sales", "stores", "items", "calendar"],
         backfill_policy=dg.BackfillPolicy.single_run(),
-        kinds={"delta", "polars"},
+        kinds={"delta", "polars", "spark"},
         description="Point-in-time features per (store, item, date): lags >= horizon, rolling "
                     "statistics up to the forecast origin, price, promotion, calendar and "
-                    "attributes. Delta table `silver/features`, partitioned by date.",
+                    "attributes. Delta table `silver/features`, partitioned by date. Computed "
+                    "by polars, or by Spark with RETAIL_ML_ENGINE=spark (the same table).",
     )
     def features(context: dg.AssetExecutionContext, platform: PlatformSettings,
-                 delta: DeltaStore) -> dg.MaterializeResult:
-        return materialize_features(context, platform, delta)
+                 delta: DeltaStore, spark: SparkEngine) -> dg.MaterializeResult:
+        return materialize_features(context, platform, delta, spark)
 
     return [features]

@@ -8,6 +8,7 @@ import re
 import signal
 import subprocess
 import sys
+import tarfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -140,6 +141,19 @@ def test_make_mlflow_shows_the_registered_versions_and_aliases(demo: dict) -> No
                              params={"name": "demand_forecaster"}, timeout=30).json()
     aliases = {a["alias"]: a["version"] for a in model["registered_model"]["aliases"]}
     assert aliases == {"challenger": "1", "champion": "1"}
+
+
+def test_make_bento_export_writes_the_champions_bento(demo: dict, tmp_path: Path) -> None:
+    """The CI workflow's `bento` job: `make demo`, then this target uploads the file."""
+    out = tmp_path / "demand_forecaster.bento"
+    base = {k: v for k, v in os.environ.items() if k not in ("BENTOML_HOME", "DAGSTER_HOME")}
+    done = subprocess.run(["make", "-s", "bento-export", f"OUT={out}"], cwd=ROOT,
+                          env={**base, **demo["env"]}, capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    with tarfile.open(out) as archive:
+        names = [n.removeprefix("./") for n in archive.getnames()]
+    assert "bento.yaml" in names and any(n.startswith("models/demand_forecaster") for n in names)
 
 
 def test_second_demo_on_unchanged_data_keeps_the_champion(demo: dict) -> None:
