@@ -15,49 +15,32 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
-import math
 import os
 import shutil
 import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from benchmarks.features_bench import ALLOCATOR_ENV, START, _peak_rss_gb, machine_info
+from benchmarks.features_bench import (
+    ALLOCATOR_ENV,
+    START,
+    Scale,
+    _peak_rss_gb,
+    machine_info,
+)
 
 RESULTS = Path(__file__).resolve().parent / "results"
 M5_SERIES = 30_490  # M5: 3,049 items x 10 stores
 M5_DAYS = 2_200  # our items launch and retire (~92% of cells filled): 61.7M rows, a bit above M5
-SETUP_VERSION = 1
 BLOCK_DAYS = 182  # days of bronze generated and written at a time (~5M rows at M5 scale)
 TARGET_S, TARGET_RSS_GB = 60.0, 8.0
 TABLE = "silver/features"
 
 
-@dataclass(frozen=True)
-class Scale:
-    series: int = M5_SERIES
-    days: int = M5_DAYS
-    seed: int = 7
-
-    @property
-    def n_stores(self) -> int:
-        return min(10, self.series)
-
-    @property
-    def n_items(self) -> int:
-        return math.ceil(self.series / self.n_stores)
-
-    @property
-    def end(self) -> dt.date:
-        return START + dt.timedelta(days=self.days)
-
-    @property
-    def key(self) -> str:
-        return f"s{self.n_stores}x{self.n_items}-d{self.days}-seed{self.seed}-v{SETUP_VERSION}"
 
 
 def ensure_world(scale: Scale, cache: Path) -> dict[str, Any]:

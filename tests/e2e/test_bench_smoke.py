@@ -21,3 +21,15 @@ def test_feature_benchmark_runs_and_engines_agree(tmp_path: Path) -> None:
     report = json.loads((tmp_path / "out" / "features.json").read_text())
     assert report["parity"]["equal"], report["parity"]
     assert (tmp_path / "out" / "features.md").read_text().startswith("# Feature benchmark")
+
+
+def test_m5_bench_runs_at_smoke_scale_and_matches_the_one_piece_build(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "benchmarks.m5_bench", "--series", "120", "--days", "400",
+         "--chunks", "50", "--check", "--cache", str(tmp_path / "cache"),
+         "--out", str(tmp_path / "out")],
+        cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    (run,) = json.loads((tmp_path / "out" / "m5.json").read_text())["runs"]
+    assert run["chunks"] == 3 and run["rows"] > 0
+    assert run["equal_to_unchunked"] is True, run
