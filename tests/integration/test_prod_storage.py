@@ -165,9 +165,9 @@ def prod(databases, s3, mlflow_server, tmp_path_factory: pytest.TempPathFactory)
                     "DAGSTER_K8S_SERVICE_ACCOUNT": "dagster",
                     "DAGSTER_K8S_JOB_NAMESPACE": "retail-ml",
                     "DAGSTER_K8S_INSTANCE_CONFIG_MAP": "dagster-instance"}
-    run_config = base / "in_process.yaml"
-    # One process per run, as in a run pod; steps in that process keep the test light.
-    run_config.write_text("execution:\n  config:\n    in_process: {}\n")
+    run_config = base / "run.yaml"
+    # The jobs' own executor runs the steps in the run's process, as in a run pod.
+    run_config.write_text("execution:\n  config: {}\n")
     worlds, procs = {}, {}
     for name in ("north", "south"):
         env = {**_world_env(base / name), **s3, **instance_env,
