@@ -26,8 +26,12 @@ setup: $(VENV)/.synced
 demo: setup
 	$(VENV)/bin/retail-ml demo
 
-dev: setup
-	@mkdir -p $(DAGSTER_HOME)
+# The laptop instance's settings (deploy/dagster.local.yaml), unless DAGSTER_HOME has its own.
+INSTANCE := $(DAGSTER_HOME)/dagster.yaml
+$(INSTANCE):
+	@mkdir -p $(DAGSTER_HOME) && cp deploy/dagster.local.yaml $@
+
+dev: setup $(INSTANCE)
 	$(VENV)/bin/dagster dev -w workspace.yaml
 
 # The latest Bento that `demand_forecaster_bento` built (make demo first).
@@ -72,7 +76,7 @@ soak: setup
 
 # The README's monitoring walk-through, driven and timed: dagster dev and bentoml serve on
 # RETAIL_ML_HOME (after make demo), two normal weeks, then six weeks of doubled demand.
-loop: setup
+loop: setup $(INSTANCE)
 	$(RUN) benchmarks.loop_walkthrough
 
 clean:

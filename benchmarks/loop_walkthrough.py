@@ -29,6 +29,7 @@ import dagster as dg
 import requests
 
 from ml_assets.deployment.pointer import POINTER
+from ml_assets.instance import prepare_dagster_home
 from resources.settings import load_settings
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -126,7 +127,7 @@ def main() -> int:
     args = parser.parse_args()
     settings = load_settings()
     env = {**os.environ, "RETAIL_ML_HOME": str(settings.home),
-           "DAGSTER_HOME": os.environ.get("DAGSTER_HOME", str(settings.dagster_home)),
+           "DAGSTER_HOME": str(prepare_dagster_home(settings)),
            "BENTOML_HOME": os.environ.get("BENTOML_HOME", str(settings.bentoml_home)),
            "BENTOML_DO_NOT_TRACK": "true"}
     os.environ.update(env)

@@ -51,11 +51,11 @@ def rollback(args: argparse.Namespace) -> int:
     import dagster as dg
 
     from ml_assets.definitions import build_definitions
+    from ml_assets.instance import prepare_dagster_home
 
     warnings.filterwarnings("ignore", category=dg.BetaWarning)
     settings = load_settings()
-    os.makedirs(os.environ.setdefault("DAGSTER_HOME", str(settings.dagster_home)),
-                exist_ok=True)
+    prepare_dagster_home(settings)
     defs = build_definitions(settings, os.environ.get("RETAIL_ML_DATASET", "simulated"))
     with dg.DagsterInstance.get() as instance:
         result = defs.resolve_job_def("rollback").execute_in_process(

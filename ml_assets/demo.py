@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import time
 import warnings
 
@@ -26,10 +25,10 @@ def run(settings: Settings, dataset_ref: str) -> int:
     warnings.filterwarnings("ignore", category=dg.BetaWarning)
     warnings.filterwarnings("ignore", category=dg.PreviewWarning)
     from ml_assets.definitions import build_definitions
+    from ml_assets.instance import prepare_dagster_home
     from ml_assets.simulation.landing import land, landed_days
 
-    dagster_home = os.environ.setdefault("DAGSTER_HOME", str(settings.dagster_home))
-    os.makedirs(dagster_home, exist_ok=True)
+    dagster_home = prepare_dagster_home(settings)
     started = time.monotonic()
     if settings.dataset.simulation is not None and not landed_days(settings):
         land(settings)  # the history; `retail-ml simulate` lands the days since, while you watch

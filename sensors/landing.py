@@ -49,7 +49,7 @@ def already_ingested(instance: dg.DagsterInstance, paths: list[str], source: Any
 
 def build_landing_sensor(ingest: Any, daily: Any) -> dg.SensorDefinition:
     """The sensor over the ingest and daily jobs (asset jobs, resolved with the Definitions)."""
-    @dg.sensor(name="landing_sensor", jobs=[ingest, daily], minimum_interval_seconds=30,
+    @dg.sensor(name="landing_sensor", jobs=[ingest, daily], minimum_interval_seconds=10,
                default_status=dg.DefaultSensorStatus.RUNNING,
                description="Turns new or changed landing files into one run over the partition "
                            "range they cover: ingest only until a champion is served, then the "

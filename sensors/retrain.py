@@ -100,7 +100,7 @@ def evaluate(instance: dg.DagsterInstance, policy: RetrainPolicy, cursor: str | 
               "retail_ml/policy_digest": policy.digest()})
 
 
-@dg.sensor(job_name=RETRAIN_JOB, minimum_interval_seconds=30,
+@dg.sensor(job_name=RETRAIN_JOB, minimum_interval_seconds=10,
            default_status=dg.DefaultSensorStatus.RUNNING,
            description="Retrains when drift or realized error breaches the retrain policy "
                        "(sensors/retrain_policy.yaml or RETAIL_ML_RETRAIN_POLICY) for enough "

@@ -1,0 +1,37 @@
+"""The laptop instance: deploy/dagster.local.yaml becomes DAGSTER_HOME/dagster.yaml, and a real
+Dagster instance built from it queues runs the way the monitoring loop relies on."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import dagster as dg
+from dagster._core.run_coordinator import QueuedRunCoordinator
+
+from ml_assets.instance import LOCAL_CONFIG, prepare_dagster_home
+from resources.settings import load_settings
+
+
+def test_a_new_home_gets_the_local_config_and_a_real_instance_reads_it(tmp_path: Path,
+                                                                        monkeypatch) -> None:
+    monkeypatch.delenv("DAGSTER_HOME", raising=False)
+    home = prepare_dagster_home(load_settings({"RETAIL_ML_HOME": str(tmp_path)}))
+    assert home == tmp_path / "dagster"
+    assert (home / "dagster.yaml").read_text() == LOCAL_CONFIG.read_text()
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        coordinator = instance.run_coordinator
+        assert isinstance(coordinator, QueuedRunCoordinator)
+        assert coordinator.dequeue_interval_seconds == 1
+        assert coordinator.get_run_queue_config().max_concurrent_runs == 2
+        limits = coordinator.get_run_queue_config().tag_concurrency_limits
+        assert {"key": "dagster/job_name", "value": "retrain", "limit": 1} in limits
+        assert not instance.telemetry_enabled
+
+
+def test_a_users_own_dagster_yaml_is_kept(tmp_path: Path, monkeypatch) -> None:
+    own = tmp_path / "mine"
+    own.mkdir()
+    (own / "dagster.yaml").write_text("run_queue:\n  max_concurrent_runs: 7\n")
+    monkeypatch.setenv("DAGSTER_HOME", str(own))
+    assert prepare_dagster_home(load_settings({"RETAIL_ML_HOME": str(tmp_path)})) == own
+    assert (own / "dagster.yaml").read_text() == "run_queue:\n  max_concurrent_runs: 7\n"
