@@ -38,6 +38,7 @@ from benchmarks.features_bench import (
     _peak_rss_gb,
     default_cache,
     machine_info,
+    run_child,
 )
 
 TABLES = {"polars": "silver/features", "spark": "silver/features_spark",
@@ -142,12 +143,7 @@ def compare(root: Path, a: str, b: str, tolerance: float = TOLERANCE) -> dict[st
 
 
 def _spark_child(job: dict[str, Any], out: Path, env: dict[str, str]) -> dict[str, Any]:
-    import subprocess
-
-    cmd = [sys.executable, "-m", "benchmarks.engines_bench", "--child", json.dumps(job),
-           "--child-out", str(out)]
-    subprocess.run(cmd, check=True, env=env, cwd=Path(__file__).resolve().parent.parent)
-    return json.loads(out.read_text())
+    return run_child("benchmarks.engines_bench", job, out, env)
 
 
 def summarize(result: dict[str, Any]) -> dict[str, Any]:

@@ -82,21 +82,37 @@ def default_cache() -> Path:
 # --- setup (not timed) ---------------------------------------------------------------------------
 
 
-def ensure_world(scale: Scale, cache: Path) -> dict[str, Any]:
-    """Bronze sales and dimension tables of the simulated world, written once per scale."""
+def cached_world(scale: Scale, cache: Path, write: Callable[[Any, Path], dict[str, Any]]
+                 ) -> dict[str, Any]:
+    """The world of `scale` under cache/<scale.key>, written by `write(world, root)` once: its
+    metadata (plus root and setup seconds) is kept in ready.json, which later runs read."""
     root = cache / scale.key
     marker = root / "ready.json"
     if marker.exists():
         return json.loads(marker.read_text())
-    import polars as pl
-
     from ml_assets.simulation import World, WorldConfig
-    from resources.delta import DeltaStore
 
     shutil.rmtree(root, ignore_errors=True)
     t0 = time.perf_counter()
     world = World(WorldConfig(seed=scale.seed, n_stores=scale.n_stores, n_items=scale.n_items,
                               start_date=START))
+    meta = {**write(world, root), "n_stores": scale.n_stores, "n_items": scale.n_items,
+            "days": scale.days, "start": START.isoformat(), "end": scale.end.isoformat(),
+            "root": str(root), "setup_s": round(time.perf_counter() - t0, 1)}
+    marker.write_text(json.dumps(meta, indent=2))
+    return meta
+
+
+def ensure_world(scale: Scale, cache: Path) -> dict[str, Any]:
+    """Bronze sales and dimension tables of the simulated world, written once per scale."""
+    return cached_world(scale, cache, lambda world, root: _write_world(world, root, scale))
+
+
+def _write_world(world: Any, root: Path, scale: Scale) -> dict[str, Any]:
+    import polars as pl
+
+    from resources.delta import DeltaStore
+
     sales = world.sales(START, scale.end)
     landing = root / "landing" / "sales"
     bronze = sales.with_columns(  # bronze's schema: typed units, plus each row's landing file
@@ -112,13 +128,8 @@ def ensure_world(scale: Scale, cache: Path) -> dict[str, Any]:
     delta.overwrite("bronze/items", world.items)
     delta.overwrite("bronze/calendar", world.calendar(START - dt.timedelta(days=366),
                                                        scale.end + dt.timedelta(days=366)))
-    meta = {"rows": sales.height, "series": sales.select("store_id", "item_id").n_unique(),
-            "n_stores": scale.n_stores, "n_items": scale.n_items, "days": scale.days,
-            "start": START.isoformat(), "end": scale.end.isoformat(), "root": str(root),
-            "bronze_files": len(list((root / "delta" / "bronze" / "sales").glob("*.parquet"))),
-            "setup_s": round(time.perf_counter() - t0, 1)}
-    marker.write_text(json.dumps(meta, indent=2))
-    return meta
+    return {"rows": sales.height, "series": sales.select("store_id", "item_id").n_unique(),
+            "bronze_files": len(list((root / "delta" / "bronze" / "sales").glob("*.parquet")))}
 
 
 # --- one engine, inside its own process -------------------------------------------------------
@@ -306,11 +317,17 @@ def compare_tables(root: Path, rtol: float = RTOL, atol: float = ATOL) -> dict[s
 # --- parent: orchestration and the report --------------------------------------------------------
 
 
-def _child(args: dict[str, Any], out: Path, env: dict[str, str]) -> dict[str, Any]:
-    cmd = [sys.executable, "-m", "benchmarks.features_bench", "--child", json.dumps(args),
-           "--child-out", str(out)]
+def run_child(module: str, job: dict[str, Any], out: Path, env: dict[str, str]
+              ) -> dict[str, Any]:
+    """`python -m module --child job --child-out out` in a fresh process (its own peak RSS, its
+    own allocator settings); returns the JSON it wrote."""
+    cmd = [sys.executable, "-m", module, "--child", json.dumps(job), "--child-out", str(out)]
     subprocess.run(cmd, check=True, env=env, cwd=Path(__file__).resolve().parent.parent)
     return json.loads(out.read_text())
+
+
+def _child(job: dict[str, Any], out: Path, env: dict[str, str]) -> dict[str, Any]:
+    return run_child("benchmarks.features_bench", job, out, env)
 
 
 def machine_info(env: dict[str, str]) -> dict[str, Any]:

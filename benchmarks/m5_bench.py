@@ -17,7 +17,6 @@ import datetime as dt
 import json
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -30,7 +29,9 @@ from benchmarks.features_bench import (
     START,
     Scale,
     _peak_rss_gb,
+    cached_world,
     machine_info,
+    run_child,
 )
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -46,20 +47,15 @@ TABLE = "silver/features"
 def ensure_world(scale: Scale, cache: Path) -> dict[str, Any]:
     """Bronze sales (the ingest's schema and date-ordered layout) and dimensions, written once:
     each block of days as its own Parquet files, then one commit."""
-    root = cache / scale.key
-    marker = root / "ready.json"
-    if marker.exists():
-        return json.loads(marker.read_text())
+    return cached_world(scale, cache, lambda world, root: _write_world(world, root, scale))
+
+
+def _write_world(world: Any, root: Path, scale: Scale) -> dict[str, Any]:
     import polars as pl
 
-    from ml_assets.simulation import World, WorldConfig
     from resources.delta import DeltaStore
     from resources.delta_files import Window, _write_files, commit_window, plan_window
 
-    shutil.rmtree(root, ignore_errors=True)
-    t0 = time.perf_counter()
-    world = World(WorldConfig(seed=scale.seed, n_stores=scale.n_stores, n_items=scale.n_items,
-                              start_date=START))
     delta = DeltaStore(root=str(root / "delta"))
     uri = delta.uri("bronze/sales")
     os.makedirs(uri, exist_ok=True)
@@ -87,12 +83,8 @@ def ensure_world(scale: Scale, cache: Path) -> dict[str, Any]:
     delta.overwrite("bronze/items", world.items)
     delta.overwrite("bronze/calendar", world.calendar(START - dt.timedelta(days=366),
                                                        scale.end + dt.timedelta(days=366)))
-    meta = {"rows": rows, "series": scale.n_stores * scale.n_items, "n_stores": scale.n_stores,
-            "n_items": scale.n_items, "days": scale.days, "start": START.isoformat(),
-            "end": scale.end.isoformat(), "root": str(root), "bronze_files": len(adds),
-            "setup_s": round(time.perf_counter() - t0, 1), "setup_peak_rss_gb": _peak_rss_gb()}
-    marker.write_text(json.dumps(meta, indent=2))
-    return meta
+    return {"rows": rows, "series": scale.n_stores * scale.n_items, "bronze_files": len(adds),
+            "setup_peak_rss_gb": _peak_rss_gb()}
 
 
 def run_chunked(root: Path, start: dt.date, end: dt.date, per_chunk: int,
@@ -140,10 +132,7 @@ def _equal_to_unchunked(delta: Any, start: dt.date, end: dt.date) -> bool:
 
 
 def _child(job: dict[str, Any], out: Path, env: dict[str, str]) -> dict[str, Any]:
-    cmd = [sys.executable, "-m", "benchmarks.m5_bench", "--child", json.dumps(job),
-           "--child-out", str(out)]
-    subprocess.run(cmd, check=True, env=env, cwd=Path(__file__).resolve().parent.parent)
-    return json.loads(out.read_text())
+    return run_child("benchmarks.m5_bench", job, out, env)
 
 
 def _seconds(value: float | None) -> str:

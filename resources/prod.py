@@ -15,8 +15,6 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-import dagster as dg
-
 if TYPE_CHECKING:
     from resources.settings import Settings
 
@@ -102,8 +100,21 @@ def backend(root: str) -> str:
 
 def storage_options(kind: str, environ: Mapping[str, str]) -> dict[str, str]:
     """The storage options for one backend from the variables that are set."""
+    import dagster as dg  # here, not at import: the forecaster reads these tables without it
     return {o.key: dg.EnvVar(o.env) if o.secret else environ[o.env]
             for o in OPTIONS[kind] if environ.get(o.env)}
+
+
+def reader_options(uri: str, environ: Mapping[str, str] | None = None
+                   ) -> dict[str, str] | None:
+    """Storage options with their values, for a Delta reader outside the Dagster resources
+    (the forecaster, `retail-ml reproduce`), from this process's environment; None for a
+    local path."""
+    scheme = urlsplit(uri).scheme
+    if scheme not in BACKENDS or BACKENDS[scheme] not in OPTIONS:
+        return None
+    env = os.environ if environ is None else environ
+    return {o.key: env[o.env] for o in OPTIONS[BACKENDS[scheme]] if env.get(o.env)} or None
 
 
 def missing(kind: str, environ: Mapping[str, str]) -> list[str]:

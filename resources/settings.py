@@ -120,6 +120,8 @@ class Settings(_Strict):
     retrain_policy: Path | None = None  # the retrain policy YAML; None = the sensors' default
     # An MLflow tracking server (prod); None = the sqlite backend under `home`.
     mlflow_uri: str | None = None
+    # The Delta tables' object store root (prod's RETAIL_ML_DELTA_ROOT); None = `delta_root`.
+    delta_uri: str | None = None
     # The spark engine's session: `local[*]` on one machine, the cluster's master URL in prod.
     spark_master: str = "local[*]"
     spark_shuffle_partitions: int = Field(default=8, ge=1)
@@ -132,6 +134,13 @@ class Settings(_Strict):
     @property
     def delta_root(self) -> Path:
         return self.home / "delta"
+
+    def delta_table(self, table: str) -> str:
+        """Where one Delta table lives, for readers outside the Dagster resources (the
+        forecaster, `retail-ml reproduce`): on the object store in prod, else under home."""
+        if self.delta_uri:
+            return f"{self.delta_uri.rstrip('/')}/{table}"
+        return str(self.delta_root / table)
 
     @property
     def online_dir(self) -> Path:
@@ -223,4 +232,6 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         # local home's registry to a server.
         mlflow_uri=env.get("RETAIL_ML_MLFLOW_URI")
         or (env.get("MLFLOW_TRACKING_URI") if prod else None) or None,
+        # the same variable the prod resource set reads (resources/prod.py checks it there)
+        delta_uri=(env.get("RETAIL_ML_DELTA_ROOT") if prod else None) or None,
     )

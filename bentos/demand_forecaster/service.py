@@ -40,13 +40,12 @@ from bentos.demand_forecaster.openapi import with_real_errors
 from bentos.demand_forecaster.prediction_log import PredictionLog, enabled, timer
 from bentos.demand_forecaster.schemas import Forecast, ForecastRequest, ModelInfo, Reload
 from bentos.demand_forecaster.state import (
-    FEATURES_TABLE,
-    Paths,
     Reloader,
     Serving,
     Sources,
     current_sources,
     load_serving,
+    paths_for,
 )
 from ml_assets.forecasting.online import RequestError, request_features
 from ml_assets.training.dataset import to_array
@@ -85,8 +84,7 @@ class DemandForecaster:
         settings = load_settings()
         self.period_days = settings.dataset.period_days
         self.max_batch = int(os.environ.get(MAX_BATCH_ENV, DEFAULT_MAX_BATCH))
-        self.paths = Paths(features=settings.delta_root / FEATURES_TABLE,
-                           online=settings.online_dir, serving=settings.serving_dir)
+        self.paths = paths_for(settings)
         follow = os.environ.get(FOLLOW_ENV, "on").lower() not in ("off", "0", "false")
         built = str(self.model_ref.tag)
         self.serving = self._load(current_sources(self.paths, built, follow))

@@ -26,6 +26,8 @@ from bentos.demand_forecaster.schemas import ModelInfo, SnapshotInfo
 from ml_assets.deployment.pointer import read_champion
 from ml_assets.forecasting.online import CURRENT, OnlineState, load_state
 from ml_assets.training.dataset import Columns, to_array
+from resources.prod import reader_options
+from resources.settings import Settings
 
 FEATURES_TABLE = "gold/forecast_features"
 log = logging.getLogger(__name__)
@@ -42,9 +44,16 @@ class Sources:
 
 @dataclass(frozen=True)
 class Paths:
-    features: Path  # the Delta table of the snapshot
+    features: str  # the Delta table of the snapshot: a local path, or an object store URI
     online: Path  # the online state root
     serving: Path  # the champion pointer's folder
+    storage_options: dict[str, str] | None = None  # the object store's, for `features`
+
+
+def paths_for(settings: Settings) -> Paths:
+    features = settings.delta_table(FEATURES_TABLE)
+    return Paths(features=features, online=settings.online_dir, serving=settings.serving_dir,
+                 storage_options=reader_options(features))
 
 
 @dataclass(frozen=True, eq=False)
@@ -80,7 +89,8 @@ def current_sources(paths: Paths, built_tag: str, follow_pointer: bool) -> Sourc
     pointer = read_champion(paths.serving) if follow_pointer else None
     current = paths.online / CURRENT
     return Sources(model_tag=pointer.model_tag if pointer else built_tag,
-                   features_version=DeltaTable(str(paths.features)).version(),
+                   features_version=DeltaTable(
+                       paths.features, storage_options=paths.storage_options).version(),
                    online=current.read_text().strip() if current.is_file() else "")
 
 
@@ -93,7 +103,8 @@ def load_serving(sources: Sources, paths: Paths, period_days: int) -> Serving:
     meta, labels = model.info.metadata, dict(model.info.labels)
     columns = Columns(list(meta["numeric"]), list(meta["categorical"]))
     levels = {c: list(v) for c, v in meta["category_levels"].items()}
-    features = pl.read_delta(str(paths.features), version=sources.features_version)
+    features = pl.read_delta(paths.features, version=sources.features_version,
+                             storage_options=paths.storage_options)
     if features.height == 0:
         raise RuntimeError(f"{FEATURES_TABLE} is empty: run the forecast features first")
     keys = features.select("store_id", "item_id", "date").rows()

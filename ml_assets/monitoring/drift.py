@@ -267,8 +267,9 @@ class ReferenceWindow:
 
 def seasonal_reference(history: pl.DataFrame, start: dt.date, end: dt.date,
                        period_days: int = 1, *, earliest: dt.date | None = None,
-                       tolerance_weeks: int = 1,
-                       recent_weeks: int = 4) -> tuple[pl.DataFrame, ReferenceWindow]:
+                       tolerance_weeks: int = 1, recent_weeks: int = 4,
+                       series: pl.DataFrame | None = None
+                       ) -> tuple[pl.DataFrame, ReferenceWindow]:
     """The rows of `history` (feature rows with a `date`) to compare [start, end) with.
 
     1. Same season last year, if that window lies within [earliest, last history date]: for
@@ -280,10 +281,15 @@ def seasonal_reference(history: pl.DataFrame, start: dt.date, end: dt.date,
        from `earliest` on: the latest weeks of the training period.
     Windows shorter than a week keep only their own weekdays. `earliest`: the first date with
     complete features (history start + FeatureSpec.lookback_periods * period_days), since
-    warm-up nulls would read as drift; default the history's first date.
+    warm-up nulls would read as drift; default the history's first date. `series` (key
+    columns): only the history of these series counts, as if `history` held no other.
     """
     day, week = dt.timedelta(days=1), dt.timedelta(weeks=1)
-    first, last = history.get_column("date").min(), history.get_column("date").max()
+    keys = list(series.columns) if series is not None else []
+    # the date range on the narrow key columns: `history` may be wide and long
+    dates = (history.select(*keys, "date").join(series, on=keys, how="semi")
+             if series is not None else history).get_column("date")
+    first, last = dates.min(), dates.max()
     if first is None:
         return history.clear(), ReferenceWindow("none", start, start, ())
     lo, stop = max(earliest or first, first), min(start, last + day)
@@ -302,6 +308,8 @@ def seasonal_reference(history: pl.DataFrame, start: dt.date, end: dt.date,
         {(start + i * day).isoweekday() for i in range(n_days)}))
     date = pl.col("date")
     rows = history.filter(date >= rs, date < re_, date.dt.weekday().is_in(weekdays))
+    if series is not None:
+        rows = rows.join(series, on=keys, how="semi")
     return rows, ReferenceWindow(rule, rs, re_, weekdays)
 
 

@@ -64,22 +64,25 @@ def drift_windows(delta: DeltaStore, days: list[dt.date], period_days: int, earl
     # one read for every window: theirs, and the year and a few weeks a reference reaches back
     rows = delta.scan(FEATURES_TABLE).filter(
         pl.col("date") >= first - dt.timedelta(days=REFERENCE_REACH_DAYS),
-        pl.col("date") < last, pl.col(TARGET).is_not_null()).collect()
+        pl.col("date") < last, pl.col(TARGET).is_not_null()).collect().sort("date")
     columns = model_columns(rows)
     numeric, categorical = monitored_columns(
         [c for c in columns.numeric if not c.startswith(PLANNED)], columns.categorical)
     rows = _with_prediction(rows, model)
+    dates = rows.get_column("date")
     tables = []
     for day in days:
         start, end = window_of(day, period_days)
-        current = rows.filter(pl.col("date") >= start, pl.col("date") < end)
+        # sorted by date: a window and its past are slices, not copies of the wide frame
+        lo, hi = dates.search_sorted(start, "left"), dates.search_sorted(end, "left")
+        current = rows.slice(lo, hi - lo)
         if current.is_empty():
             continue
         # like for like: the same series on both sides, so launches and retirements (a
         # changing assortment) are not mistaken for drift
-        past = rows.filter(pl.col("date") < start).join(
-            current.select(SERIES).unique(), on=SERIES, how="semi")
-        reference, rule = seasonal_reference(past, start, end, period_days, earliest=earliest)
+        reference, rule = seasonal_reference(rows.slice(0, lo), start, end, period_days,
+                                             earliest=earliest,
+                                             series=current.select(SERIES).unique())
         # a yearly lag is empty in a reference from the first year: nothing to compare with
         comparable = [c for c in numeric
                       if reference.get_column(c).null_count() <= 0.5 * reference.height]

@@ -22,6 +22,7 @@ from ml_assets.training.dataset import (
 )
 from ml_assets.training.model import predict, refit
 from ml_assets.training.registry import load_version
+from resources.prod import reader_options
 from resources.settings import Settings
 
 TRAINING_TABLE = "gold/training_set"
@@ -49,7 +50,8 @@ def reproduce(settings: Settings, version: str) -> Reproduction:
     if missing:
         raise ValueError(f"version {version} does not record {missing}: it cannot be reproduced")
     data_version = int(tags["delta.training_set"])
-    frame = pl.read_delta(str(settings.delta_root / TRAINING_TABLE), version=data_version)
+    uri = settings.delta_table(TRAINING_TABLE)
+    frame = pl.read_delta(uri, version=data_version, storage_options=reader_options(uri))
     columns, levels = category_levels(frame, model_columns(frame.drop("split")))
     if (columns, levels) != (model.columns, model.levels):
         raise ValueError(f"version {version}: the training set at Delta version {data_version} "

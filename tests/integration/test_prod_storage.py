@@ -258,6 +258,7 @@ def test_features_are_delta_tables_on_the_object_store(prod) -> None:
 def test_mlflow_on_postgres_registers_and_promotes_through_our_assets(prod) -> None:
     from ml_assets.definitions import build_definitions
     from ml_assets.training.registry import alias_version, load_alias, registry_client
+    from ml_assets.training.reproduce import reproduce
 
     uri = prod["mlflow"]["uri"]
     _wait_healthy(uri, prod["mlflow"]["log"])
@@ -286,3 +287,8 @@ def test_mlflow_on_postgres_registers_and_promotes_through_our_assets(prod) -> N
         ("demand_forecaster", "challenger", 1), ("demand_forecaster", "champion", 1)]
     (run_status,) = _query(db, f"SELECT status FROM runs WHERE run_uuid = '{champion.run_id}'")
     assert run_status == ("FINISHED",)
+    with pytest.MonkeyPatch.context() as mp:  # time travel on the object store
+        for key, value in world["env"].items():
+            mp.setenv(key, value)
+        again = reproduce(load_settings(), "1")
+    assert again.rows > 0 and again.identical, again

@@ -92,6 +92,22 @@ def test_widening_is_clipped_in_whole_weeks_and_weekly_data_goes_52_weeks_back()
     assert empty.is_empty() and win.rule == "none"
 
 
+def test_only_the_given_series_history_counts() -> None:
+    """A series launched last autumn has no last year: the reference falls back to its recent
+    weeks, although another series' history reaches back years."""
+    old = daily(dt.date(2023, 1, 2), dt.date(2025, 6, 30)).with_columns(item_id=pl.lit("old"))
+    new = daily(dt.date(2024, 9, 2), dt.date(2025, 6, 30)).with_columns(item_id=pl.lit("new"))
+    history = pl.concat([old, new])
+    launched = pl.DataFrame({"item_id": ["new"]})
+    rows, win = seasonal_reference(history, dt.date(2025, 3, 3), dt.date(2025, 3, 10),
+                                   series=launched)
+    assert (win.rule, win.start, win.end) == ("recent", dt.date(2025, 2, 3), dt.date(2025, 3, 3))
+    assert rows.height == 28 and set(rows.get_column("item_id")) == {"new"}
+    both, win = seasonal_reference(history, dt.date(2025, 3, 3), dt.date(2025, 3, 10),
+                                   series=pl.DataFrame({"item_id": ["old", "new"]}))
+    assert win.rule == "last_year" and both.get_column("item_id").to_list() == ["old"] * 21
+
+
 # --- the simulated world -------------------------------------------------------------------------
 
 

@@ -113,6 +113,21 @@ def test_mlflow_tracking_uri_counts_in_prod_only(tmp_path: Path) -> None:
                          ).engine == "polars"
 
 
+def test_readers_outside_dagster_find_the_tables_on_the_object_store(
+        tmp_path: Path, prod_env: dict[str, str]) -> None:
+    from bentos.demand_forecaster.state import paths_for
+
+    paths = paths_for(load_settings(prod_env))
+    assert paths.features == "s3://bucket/retail-ml/delta/gold/forecast_features"
+    # the values themselves: this process is the reader, there is no run config to keep clean
+    assert paths.storage_options == {"aws_region": "eu-west-1",
+                                     "aws_access_key_id": "AKIAEXAMPLE",
+                                     "aws_secret_access_key": "very-secret-value"}
+    local = load_settings({**prod_env, "RETAIL_ML_ENV": "local"})
+    assert paths_for(local).features == str(local.delta_root / "gold" / "forecast_features")
+    assert paths_for(local).storage_options is None
+
+
 @pytest.mark.parametrize(("name", "uri"), [
     ("RETAIL_ML_MLFLOW_URI", "http://admin:hunter2@mlflow:5000"),
     ("RETAIL_ML_DELTA_ROOT", "s3://key:secret@bucket/delta")])

@@ -24,7 +24,8 @@ from bentoml._internal.models import ModelStore
 from bentoml.exceptions import BentoMLException, NotFound, UnprocessableEntity
 
 from bentos.demand_forecaster.schemas import ForecastRequest
-from bentos.demand_forecaster.service import FEATURES_TABLE, MAX_BATCH_ENV, DemandForecaster
+from bentos.demand_forecaster.service import MAX_BATCH_ENV, DemandForecaster
+from bentos.demand_forecaster.state import FEATURES_TABLE
 from ml_assets.deployment.pointer import publish_champion
 from ml_assets.monitoring.prediction_log import read_log_files
 from ml_assets.training.dataset import Columns, to_matrix

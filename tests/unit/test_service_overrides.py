@@ -24,8 +24,8 @@ from bentoml._internal.models import ModelStore
 from bentoml.exceptions import NotFound, UnprocessableEntity
 
 from bentos.demand_forecaster.schemas import ForecastRequest
-from bentos.demand_forecaster.service import FEATURES_TABLE, MODEL_TAG, DemandForecaster
-from bentos.demand_forecaster.state import online_for
+from bentos.demand_forecaster.service import MODEL_TAG, DemandForecaster
+from bentos.demand_forecaster.state import FEATURES_TABLE, online_for
 from ml_assets.features.transforms import SERIES, FeatureSpec, build_features
 from ml_assets.forecasting.horizon import horizon_features
 from ml_assets.forecasting.online import (
