@@ -20,6 +20,8 @@ class PlatformSettings(dg.ConfigurableResource):
     retrain_policy: str | None = None  # the retrain policy YAML; None = sensors' default
     engine: str = "polars"  # the feature engine: polars or spark
     mlflow_uri: str | None = None  # an MLflow tracking server (prod); None = sqlite under home
+    delta_uri: str | None = None  # prod's object store root of the Delta tables
+    online_store: str | None = None  # redis://host:port/db; None = a folder under home
 
     _settings: Settings | None = PrivateAttr(default=None)
 
@@ -34,8 +36,11 @@ class PlatformSettings(dg.ConfigurableResource):
             if self.retrain_policy:
                 environ["RETAIL_ML_RETRAIN_POLICY"] = self.retrain_policy
             environ["RETAIL_ML_ENGINE"] = self.engine
-            if self.mlflow_uri:
-                environ["RETAIL_ML_MLFLOW_URI"] = self.mlflow_uri
+            for name, value in (("RETAIL_ML_MLFLOW_URI", self.mlflow_uri),
+                                ("RETAIL_ML_DELTA_ROOT", self.delta_uri),
+                                ("RETAIL_ML_ONLINE_STORE", self.online_store)):
+                if value:
+                    environ[name] = value
             self._settings = load_settings(environ)
         return self._settings
 
@@ -46,4 +51,5 @@ class PlatformSettings(dg.ConfigurableResource):
                    promotion_margin=settings.promotion_margin,
                    backtest_origins=settings.backtest_origins,
                    retrain_policy=str(settings.retrain_policy) if settings.retrain_policy
-                   else None, engine=settings.engine, mlflow_uri=settings.mlflow_uri)
+                   else None, engine=settings.engine, mlflow_uri=settings.mlflow_uri,
+                   delta_uri=settings.delta_uri, online_store=settings.online_store)

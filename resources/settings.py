@@ -10,6 +10,7 @@ import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Literal
+from urllib.parse import urlsplit
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -122,6 +123,21 @@ class Settings(_Strict):
     mlflow_uri: str | None = None
     # The Delta tables' object store root (prod's RETAIL_ML_DELTA_ROOT); None = `delta_root`.
     delta_uri: str | None = None
+    # Where the online feature state is published: redis://host:port/db; None = `online_dir`.
+    online_store: str | None = None
+
+    @field_validator("online_store")
+    @classmethod
+    def _redis_url(cls, url: str | None) -> str | None:
+        if url is None:
+            return None
+        parts = urlsplit(url)
+        if parts.scheme not in ("redis", "rediss"):
+            raise ValueError(f"RETAIL_ML_ONLINE_STORE={url!r}: expected redis://host:port/db")
+        if parts.password:  # the settings are shown in the Dagster UI
+            raise ValueError("RETAIL_ML_ONLINE_STORE holds a password: put it in "
+                             "RETAIL_ML_ONLINE_STORE_PASSWORD")
+        return url
     # The spark engine's session: `local[*]` on one machine, the cluster's master URL in prod.
     spark_master: str = "local[*]"
     spark_shuffle_partitions: int = Field(default=8, ge=1)
@@ -234,4 +250,5 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         or (env.get("MLFLOW_TRACKING_URI") if prod else None) or None,
         # the same variable the prod resource set reads (resources/prod.py checks it there)
         delta_uri=(env.get("RETAIL_ML_DELTA_ROOT") if prod else None) or None,
+        online_store=env.get("RETAIL_ML_ONLINE_STORE") or None,
     )

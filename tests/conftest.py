@@ -44,11 +44,11 @@ class FeaturedWorld:
     env: dict[str, str]
 
 
-def featured_world(home: Path) -> FeaturedWorld:
+def featured_world(home: Path, **extra: str) -> FeaturedWorld:
     from ml_assets.definitions import build_definitions
     from ml_assets.simulation.landing import land
 
-    env = small_world_env(home)
+    env = small_world_env(home, **extra)
     settings = load_settings(env)
     land(settings)
     defs = build_definitions(settings, env["RETAIL_ML_DATASET"])

@@ -24,7 +24,8 @@ from deltalake import DeltaTable
 
 from bentos.demand_forecaster.schemas import ModelInfo, SnapshotInfo
 from ml_assets.deployment.pointer import read_champion
-from ml_assets.forecasting.online import CURRENT, OnlineState, load_state
+from ml_assets.forecasting.online import OnlineState
+from ml_assets.forecasting.online_store import OnlineStore, online_store
 from ml_assets.training.dataset import Columns, to_array
 from resources.prod import reader_options
 from resources.settings import Settings
@@ -39,20 +40,20 @@ class Sources:
 
     model_tag: str
     features_version: int
-    online: str  # the online state folder CURRENT names ("" when none is published)
+    online: str  # the published online state's name ("" when none is published)
 
 
 @dataclass(frozen=True)
 class Paths:
     features: str  # the Delta table of the snapshot: a local path, or an object store URI
-    online: Path  # the online state root
+    online: OnlineStore  # where the online state is published (a folder, or Redis)
     serving: Path  # the champion pointer's folder
     storage_options: dict[str, str] | None = None  # the object store's, for `features`
 
 
 def paths_for(settings: Settings) -> Paths:
     features = settings.delta_table(FEATURES_TABLE)
-    return Paths(features=features, online=settings.online_dir, serving=settings.serving_dir,
+    return Paths(features=features, online=online_store(settings), serving=settings.serving_dir,
                  storage_options=reader_options(features))
 
 
@@ -87,11 +88,10 @@ def current_sources(paths: Paths, built_tag: str, follow_pointer: bool) -> Sourc
     """The sources to serve now: the champion pointer's model (the Bento's own when none is
     published, or when following is off), the snapshot's latest version, the online state."""
     pointer = read_champion(paths.serving) if follow_pointer else None
-    current = paths.online / CURRENT
     return Sources(model_tag=pointer.model_tag if pointer else built_tag,
                    features_version=DeltaTable(
                        paths.features, storage_options=paths.storage_options).version(),
-                   online=current.read_text().strip() if current.is_file() else "")
+                   online=paths.online.current())
 
 
 def load_serving(sources: Sources, paths: Paths, period_days: int) -> Serving:
@@ -134,14 +134,15 @@ def load_serving(sources: Sources, paths: Paths, period_days: int) -> Serving:
         last=last, online=online, online_missing=missing, info=info)
 
 
-def online_for(root: Path, name: str, origin: dt.date) -> tuple[OnlineState | None, str]:
-    """The online feature state, if one is published for the snapshot's origin; else the
-    reason overrides are refused."""
+def online_for(store: OnlineStore, name: str, origin: dt.date
+               ) -> tuple[OnlineState | None, str]:
+    """The online feature state `name`, if it is for the snapshot's origin; else the reason
+    overrides are refused."""
     if not name:
-        return None, f"no online feature state is published at {root}"
-    state = load_state(root)
+        return None, f"no online feature state is published at {store}"
+    state = store.load(name)
     if state.origin != origin:
-        return None, (f"the online feature state at {root} is for origin {state.origin}, "
+        return None, (f"the online feature state at {store} is for origin {state.origin}, "
                       f"the feature snapshot for origin {origin}")
     return state, ""
 

@@ -16,10 +16,12 @@ rounds. Nothing else in the horizon depends on another horizon day's price or pr
 from __future__ import annotations
 
 import datetime as dt
+import io
 import json
 import os
 import shutil
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -154,25 +156,53 @@ def _build_round(state: OnlineState, reqs: pl.DataFrame) -> pl.DataFrame:
         pl.exclude("__request", "date", *SERIES, "origin", "horizon"))
 
 
+def encode_state(state: OnlineState) -> dict[str, bytes]:
+    """The state as named parts (`state.json`, `history.parquet`, one Parquet per dimension
+    present): the files of a published folder, the fields of a Redis hash."""
+    def parquet(frame: pl.DataFrame) -> bytes:
+        buffer = io.BytesIO()
+        frame.write_parquet(buffer)
+        return buffer.getvalue()
+
+    spec = state.spec
+    meta = {"format": FORMAT, "origin": state.origin.isoformat(), "versions": state.versions,
+            "spec": {"horizon": spec.horizon, "period_days": spec.period_days,
+                     "numeric_covariates": list(spec.numeric_covariates),
+                     "categorical_covariates": list(spec.categorical_covariates)},
+            "series": state.series_count, "rows": state.history.height}
+    return {"state.json": json.dumps(meta, indent=1).encode(),
+            "history.parquet": parquet(state.history),
+            **{f"{key}.parquet": parquet(frame) for key, frame in state.dims.items()
+               if frame is not None}}
+
+
+def decode_state(parts: Mapping[str, bytes]) -> OnlineState:
+    meta = json.loads(parts["state.json"])
+    spec = meta["spec"]
+    dims = {key: pl.read_parquet(io.BytesIO(parts[f"{key}.parquet"]))
+            if f"{key}.parquet" in parts else None for key in DIMS}
+    return OnlineState(
+        origin=dt.date.fromisoformat(meta["origin"]),
+        spec=FeatureSpec(spec["horizon"], spec["period_days"],
+                         tuple(spec["numeric_covariates"]), tuple(spec["categorical_covariates"])),
+        history=pl.read_parquet(io.BytesIO(parts["history.parquet"])), dims=dims,
+        versions=meta["versions"])
+
+
+def new_state_name() -> str:
+    return f"state-{dt.datetime.now(dt.UTC):%Y%m%dT%H%M%S%f}-{uuid.uuid4().hex[:8]}"
+
+
 def save_state(state: OnlineState, root: Path, keep: int = 2) -> Path:
     """Writes the state to a new folder under `root`, then points `root/CURRENT` at it with an
     atomic rename: a reader sees the previous state or this one, never half of one. Keeps the
     last `keep` folders (a reader may still be loading the previous one)."""
     root.mkdir(parents=True, exist_ok=True)
-    name = f"state-{dt.datetime.now(dt.UTC):%Y%m%dT%H%M%S%f}-{uuid.uuid4().hex[:8]}"
+    name = new_state_name()
     tmp = root / f".{name}.tmp"
     tmp.mkdir()
-    state.history.write_parquet(tmp / "history.parquet")
-    for key, frame in state.dims.items():
-        if frame is not None:
-            frame.write_parquet(tmp / f"{key}.parquet")
-    spec = state.spec
-    (tmp / "state.json").write_text(json.dumps({
-        "format": FORMAT, "origin": state.origin.isoformat(), "versions": state.versions,
-        "spec": {"horizon": spec.horizon, "period_days": spec.period_days,
-                 "numeric_covariates": list(spec.numeric_covariates),
-                 "categorical_covariates": list(spec.categorical_covariates)},
-        "series": state.series_count, "rows": state.history.height}, indent=1))
+    for part, data in encode_state(state).items():
+        (tmp / part).write_bytes(data)
     tmp.rename(root / name)
     pointer = root / f".{CURRENT}.{uuid.uuid4().hex[:8]}.tmp"
     pointer.write_text(name)
@@ -186,19 +216,11 @@ def state_exists(root: Path) -> bool:
     return (root / CURRENT).is_file()
 
 
-def load_state(root: Path) -> OnlineState:
-    """The state `root/CURRENT` points at. FileNotFoundError when none is published."""
+def load_state(root: Path, name: str | None = None) -> OnlineState:
+    """The state `name` (default: the one `root/CURRENT` points at). FileNotFoundError when
+    none is published."""
     if not state_exists(root):
         raise FileNotFoundError(f"no online feature state at {root}: materialize "
                                 "`online_features`")
-    folder = root / (root / CURRENT).read_text().strip()
-    meta = json.loads((folder / "state.json").read_text())
-    spec = meta["spec"]
-    dims = {key: pl.read_parquet(folder / f"{key}.parquet")
-            if (folder / f"{key}.parquet").exists() else None for key in DIMS}
-    return OnlineState(
-        origin=dt.date.fromisoformat(meta["origin"]),
-        spec=FeatureSpec(spec["horizon"], spec["period_days"],
-                         tuple(spec["numeric_covariates"]), tuple(spec["categorical_covariates"])),
-        history=pl.read_parquet(folder / "history.parquet"), dims=dims,
-        versions=meta["versions"])
+    folder = root / (name or (root / CURRENT).read_text().strip())
+    return decode_state({p.name: p.read_bytes() for p in folder.iterdir() if p.is_file()})

@@ -4,7 +4,8 @@
 import dagster as dg
 
 from ml_assets.forecasting.assets import FORECAST_FEATURES_TABLE, horizon_inputs
-from ml_assets.forecasting.online import build_state, save_state
+from ml_assets.forecasting.online import build_state
+from ml_assets.forecasting.online_store import FolderStore, online_store
 from resources.delta import DeltaStore
 from resources.platform import PlatformSettings
 
@@ -14,19 +15,22 @@ from resources.platform import PlatformSettings
                       "the forecast origin, plus the dimensions: the state from which the Bento "
                       "service rebuilds a row's features with the training transforms when a "
                       "request overrides price or promotion. Published atomically under "
-                      "RETAIL_ML_HOME/online.")
+                      "RETAIL_ML_HOME/online, or to Redis (RETAIL_ML_ONLINE_STORE).")
 def online_features(platform: PlatformSettings, delta: DeltaStore) -> dg.MaterializeResult:
     settings = platform.get()
     origin, spec, inputs = horizon_inputs(settings, delta)  # forecast_features' own read
     versions = {"bronze_sales": delta.version("bronze/sales"),
                 "forecast_features": delta.version(FORECAST_FEATURES_TABLE)}
     state = build_state(inputs.pop("sales"), origin, spec, versions, **inputs)
-    path = save_state(state, settings.online_dir)
+    store = online_store(settings)
+    name = store.publish(state)
+    where = (dg.MetadataValue.path(str(store.root / name)) if isinstance(store, FolderStore)
+             else dg.MetadataValue.text(f"{store} {name}"))
     return dg.MaterializeResult(metadata={
         "origin": str(origin),
         "series": state.series_count,
         "rows": state.history.height,
         "dagster/row_count": state.history.height,
-        "path": dg.MetadataValue.path(str(path)),
+        "path": where,
         **{f"{name}_delta_version": v for name, v in versions.items() if v is not None},
     })

@@ -326,6 +326,20 @@ def test_bento_docker_section_renders_a_containerfile(tmp_path: Path) -> None:
     assert "libgomp1" in dockerfile
 
 
+def test_the_bentos_pins_are_the_lock_files() -> None:
+    """The Bento installs its packages from its own list (locking them offline fails): each pin
+    must be the version uv.lock gives the code location."""
+    import tomllib
+
+    locked = {p["name"]: p["version"] for p in
+              tomllib.loads((ROOT / "uv.lock").read_text())["package"] if "version" in p}
+    bentofile = yaml.safe_load((ROOT / "bentos" / "demand_forecaster" / "bentofile.yaml")
+                               .read_text())
+    pins = dict(p.split("==") for p in bentofile["python"]["packages"])
+    assert "redis" in pins and "xgboost" in pins
+    assert {name: locked.get(name) for name in pins} == pins
+
+
 # --- CI ----------------------------------------------------------------------------------------
 
 def _make_commands(script: str) -> list[str]:

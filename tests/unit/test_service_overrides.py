@@ -35,6 +35,7 @@ from ml_assets.forecasting.online import (
     request_features,
     save_state,
 )
+from ml_assets.forecasting.online_store import FolderStore
 from ml_assets.simulation import World, WorldConfig
 from ml_assets.training.dataset import (
     TARGET,
@@ -157,7 +158,7 @@ def test_a_state_for_another_origin_is_not_used(world: SimpleNamespace, tmp_path
                         world.state.dims)
     save_state(stale, tmp_path)
     name = (tmp_path / CURRENT).read_text().strip()
-    state, reason = online_for(tmp_path, name, world.state.origin)
+    state, reason = online_for(FolderStore(tmp_path), name, world.state.origin)
     assert state is None
     assert reason == (f"the online feature state at {tmp_path} is for origin {day_before}, the "
                       f"feature snapshot for origin {world.state.origin}")
