@@ -4,7 +4,6 @@ Skipped, and says so, when no Redis answers there."""
 
 from __future__ import annotations
 
-import socket
 import uuid
 
 import dagster as dg
@@ -17,38 +16,22 @@ from ml_assets.forecasting.online import request_features
 from ml_assets.forecasting.online_assets import online_features
 from ml_assets.forecasting.online_store import RedisStore
 from tests.conftest import featured_world
+from tests.redis_store import URL, drop, needs_redis
 
-URL = "redis://127.0.0.1:6379/13"  # a database of its own; every key under a test's prefix
-
-
-def _redis_answers() -> bool:
-    try:
-        socket.create_connection(("127.0.0.1", 6379), timeout=2).close()
-        return True
-    except OSError:
-        return False
-
-
-pytestmark = pytest.mark.skipif(not _redis_answers(), reason="no Redis on 127.0.0.1:6379")
-
-
-def _drop(store: RedisStore) -> None:
-    keys = list(store.client.scan_iter(f"{store.prefix}:*"))
-    if keys:
-        store.client.delete(*keys)
+pytestmark = needs_redis
 
 
 @pytest.fixture(scope="module")
 def published(tmp_path_factory: pytest.TempPathFactory):
     store = RedisStore(URL)  # the prefix the asset and the forecaster use
-    _drop(store)
+    drop(store)
     world = featured_world(tmp_path_factory.mktemp("redis") / "home",
                            RETAIL_ML_ONLINE_STORE=URL)
     result = dg.materialize([forecast_features, online_features], instance=world.instance,
                             resources=world.defs.resources)
     yield world, result, store
     world.instance.dispose()
-    _drop(store)
+    drop(store)
 
 
 def test_the_asset_publishes_to_redis_and_the_forecaster_reads_it_back(published) -> None:
@@ -89,5 +72,5 @@ def test_republishing_moves_current_at_once_and_keeps_two_states(published) -> N
         with pytest.raises(FileNotFoundError, match=names[0]):
             store.load(names[0])
     finally:
-        _drop(store)
+        drop(store)
 
