@@ -103,13 +103,14 @@ def last_retrain_tick(instance: dg.DagsterInstance, since: float) -> str | None:
 
 def step_seconds(instance: dg.DagsterInstance, record: dg.RunRecord) -> list[str]:
     """Where one run's time went: queued to started, then each step, from its event log."""
-    run_id, start = record.dagster_run.run_id, record.start_time or 0.0
+    run_id, start = record.dagster_run.run_id, record.start_time
     steps: dict[str, dict[str, float]] = {}
     for event in instance.all_logs(run_id):
         kind = event.dagster_event.event_type_value if event.dagster_event else None
         if kind in ("STEP_START", "STEP_SUCCESS", "STEP_FAILURE"):
             steps.setdefault(event.step_key or "?", {})[kind] = event.timestamp
-    parts = [f"launch {start - record.create_timestamp.timestamp():.1f}"]
+    parts = [f"launch {start - record.create_timestamp.timestamp():.1f}" if start
+             else "launch: not started"]
     for key, at in steps.items():
         end = at.get("STEP_SUCCESS") or at.get("STEP_FAILURE")
         if "STEP_START" in at and end and end - at["STEP_START"] >= 0.5:

@@ -9,7 +9,9 @@ import pytest
 
 from ml_assets.forecasting.online_store import RedisStore
 
-URL = "redis://127.0.0.1:6379/13"  # a database of its own; every key under a test's prefix
+# A database of the tests' own. The asset and the forecaster use the default prefix there (one
+# test session at a time on a Redis); the store's own tests use a prefix each.
+URL = "redis://127.0.0.1:6379/13"
 
 
 def _answers() -> bool:

@@ -25,7 +25,7 @@ from deltalake import DeltaTable
 from bentos.demand_forecaster.schemas import ModelInfo, SnapshotInfo
 from ml_assets.deployment.pointer import read_champion
 from ml_assets.forecasting.online import OnlineState
-from ml_assets.forecasting.online_store import OnlineStore, online_store
+from ml_assets.forecasting.online_store import OnlineStore, load_current, online_store
 from ml_assets.training.dataset import Columns, to_array
 from resources.prod import reader_options
 from resources.settings import Settings
@@ -140,7 +140,7 @@ def online_for(store: OnlineStore, name: str, origin: dt.date
     overrides are refused."""
     if not name:
         return None, f"no online feature state is published at {store}"
-    state = store.load(name)
+    state = load_current(store, name)
     if state.origin != origin:
         return None, (f"the online feature state at {store} is for origin {state.origin}, "
                       f"the feature snapshot for origin {origin}")

@@ -3,8 +3,9 @@ Redis (RETAIL_ML_ONLINE_STORE=redis://host:port/db), for forecasters on other ho
 run that built the state.
 
 Both publish a whole state at once and move one `CURRENT` name to it: a reader sees the
-previous state or the new one, never half of one. Both keep the last `keep` states, since a
-reader may still be loading the previous one.
+previous state or the new one, never half of one. A reader that read CURRENT and then loads
+that name may find it replaced twice over: the folder store keeps the last `keep` folders,
+Redis lets replaced states expire after a grace period, and `load_current` retries once.
 """
 
 from __future__ import annotations
@@ -26,6 +27,21 @@ from ml_assets.forecasting.online import (
 from resources.settings import Settings
 
 PASSWORD_ENV = "RETAIL_ML_ONLINE_STORE_PASSWORD"  # kept out of the URL, which the UI shows
+GRACE = 900  # seconds a replaced state stays loadable in Redis
+# KEYS: the new state's hash, CURRENT, the list of kept states (newest first). ARGV: the name,
+# how many to keep, the grace in seconds, the state keys' prefix, then the hash's fields and
+# values.
+PUBLISH = """
+redis.call('HSET', KEYS[1], unpack(ARGV, 5))
+redis.call('SET', KEYS[2], ARGV[1])
+redis.call('LPUSH', KEYS[3], ARGV[1])
+local keep = tonumber(ARGV[2])
+for _, old in ipairs(redis.call('LRANGE', KEYS[3], keep, -1)) do
+  redis.call('EXPIRE', ARGV[4] .. old, ARGV[3])
+end
+redis.call('LTRIM', KEYS[3], 0, keep - 1)
+return 1
+"""
 
 
 @dataclass(frozen=True)
@@ -50,7 +66,8 @@ class FolderStore:
 @dataclass
 class RedisStore:
     """One hash per state (`<prefix>:state:<name>`, a field per part), the `<prefix>:CURRENT`
-    key naming the served one and the `<prefix>:states` list, newest first."""
+    key naming the served one and the `<prefix>:states` list of the kept ones, newest
+    first."""
 
     url: str
     prefix: str = "retail_ml:online"
@@ -69,19 +86,15 @@ class RedisStore:
     def _key(self, *parts: str) -> str:
         return ":".join((self.prefix, *parts))
 
-    def publish(self, state: OnlineState, keep: int = 2) -> str:
+    def publish(self, state: OnlineState, keep: int = 2, grace_seconds: int = GRACE) -> str:
+        """One script, so Redis runs it whole with nothing in between: the new hash, CURRENT,
+        and the list; states falling off the list expire after `grace_seconds`, so a reader
+        that read CURRENT just before can still load the name it got."""
         name = new_state_name()
-        with self.client.pipeline(transaction=True) as tx:  # MULTI/EXEC: all of it or nothing
-            tx.hset(self._key("state", name), mapping=encode_state(state))
-            tx.set(self._key(CURRENT), name)
-            tx.lpush(self._key("states"), name)
-            tx.execute()
-        old = [n.decode() for n in self.client.lrange(self._key("states"), keep, -1)]
-        if old:
-            with self.client.pipeline(transaction=True) as tx:
-                tx.delete(*(self._key("state", n) for n in old))
-                tx.ltrim(self._key("states"), 0, keep - 1)
-                tx.execute()
+        fields = [item for pair in encode_state(state).items() for item in pair]
+        self.client.eval(PUBLISH, 3, self._key("state", name), self._key(CURRENT),
+                         self._key("states"), name, keep, grace_seconds,
+                         self._key("state", ""), *fields)
         return name
 
     def current(self) -> str:
@@ -107,3 +120,15 @@ def online_store(settings: Settings) -> OnlineStore:
         return RedisStore(settings.online_store)
     return FolderStore(settings.online_dir)
 
+
+
+def load_current(store: OnlineStore, name: str) -> OnlineState:
+    """The state `name`; if it was replaced and removed since it was read, the state CURRENT
+    names now (a reader that follows sources then sees CURRENT moved, and loads again)."""
+    try:
+        return store.load(name)
+    except FileNotFoundError:
+        latest = store.current()
+        if not latest or latest == name:
+            raise
+        return store.load(latest)

@@ -64,7 +64,8 @@ def drift_windows(delta: DeltaStore, days: list[dt.date], period_days: int, earl
     # one read for every window: theirs, and the year and a few weeks a reference reaches back
     rows = delta.scan(FEATURES_TABLE).filter(
         pl.col("date") >= first - dt.timedelta(days=REFERENCE_REACH_DAYS),
-        pl.col("date") < last, pl.col(TARGET).is_not_null()).collect().sort("date")
+        pl.col("date") < last, pl.col(TARGET).is_not_null(),
+    ).collect().sort("date", maintain_order=True)
     columns = model_columns(rows)
     numeric, categorical = monitored_columns(
         [c for c in columns.numeric if not c.startswith(PLANNED)], columns.categorical)

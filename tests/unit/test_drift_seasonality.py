@@ -15,6 +15,7 @@ import datetime as dt
 
 import polars as pl
 import pytest
+from polars.testing import assert_frame_equal
 
 from ml_assets.features.transforms import FeatureSpec, build_features
 from ml_assets.monitoring.drift import (
@@ -130,6 +131,28 @@ def calm() -> pl.DataFrame:
 @pytest.fixture(scope="module")
 def shifted() -> pl.DataFrame:
     return simulate((Scenario("level_shift", SHIFT, 1.3),))
+
+
+def test_the_series_argument_equals_filtering_the_history_first(calm: pl.DataFrame) -> None:
+    """What `feature_drift` passes (the date-sorted table before the window, and the window's
+    series) gives the reference its earlier code built by semi-joining the past first."""
+    table = calm.sort("date", maintain_order=True)
+    dates = table.get_column("date")
+    for monday in (EARLIEST + dt.timedelta(days=7 - EARLIEST.weekday()), MONDAYS[10],
+                   MONDAYS[40]):
+        lo = dates.search_sorted(monday, "left")
+        current = table.filter(pl.col("date") >= monday, pl.col("date") < monday + WEEK)
+        # a part of the assortment, so that the restriction changes what counts
+        series = current.select("store_id", "item_id").unique().sort(
+            "store_id", "item_id").head(150)
+        past = calm.filter(pl.col("date") < monday).join(
+            series, on=["store_id", "item_id"], how="semi")
+        before, rule_before = seasonal_reference(past, monday, monday + WEEK, earliest=EARLIEST)
+        now, rule_now = seasonal_reference(table.slice(0, lo), monday, monday + WEEK,
+                                           earliest=EARLIEST, series=series)
+        assert rule_now == rule_before and now.height == before.height > 0
+        keys = ["store_id", "item_id", "date"]
+        assert_frame_equal(now.sort(keys), before.sort(keys))
 
 
 def weekly(features: pl.DataFrame, mondays: list[dt.date],

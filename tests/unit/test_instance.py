@@ -14,7 +14,8 @@ from resources.settings import load_settings
 
 def test_a_new_home_gets_the_local_config_and_a_real_instance_reads_it(tmp_path: Path,
                                                                         monkeypatch) -> None:
-    monkeypatch.delenv("DAGSTER_HOME", raising=False)
+    monkeypatch.setenv("DAGSTER_HOME", "unset-below")  # so that monkeypatch restores it
+    monkeypatch.delenv("DAGSTER_HOME")
     home = prepare_dagster_home(load_settings({"RETAIL_ML_HOME": str(tmp_path)}))
     assert home == tmp_path / "dagster"
     assert (home / "dagster.yaml").read_text() == LOCAL_CONFIG.read_text()

@@ -26,6 +26,7 @@ from ml_assets.forecasting.online import (
     save_state,
     state_exists,
 )
+from ml_assets.forecasting.online_store import FolderStore, load_current
 from ml_assets.simulation import World, WorldConfig
 
 SPEC = FeatureSpec()
@@ -153,3 +154,15 @@ def test_unknown_series_or_dates_are_named(state: OnlineState, offline: pl.DataF
     with pytest.raises(OutsideHorizon, match=r"outside the horizon .* valid dates are") as caught:
         request_features(state, pl.concat([good, late]))
     assert (caught.value.index, caught.value.field) == (2, "date")
+
+
+def test_a_reader_whose_state_was_replaced_twice_gets_the_current_one(tmp_path: Path,
+                                                                      state: OnlineState) -> None:
+    store = FolderStore(tmp_path)
+    first = store.publish(state)
+    later = [store.publish(state) for _ in range(2)]  # keep=2: `first`'s folder is removed
+    with pytest.raises(FileNotFoundError):
+        store.load(first)
+    assert store.current() == later[-1]
+    assert load_current(store, first).origin == state.origin
+    assert_frame_equal(load_current(store, later[0]).history, state.history)

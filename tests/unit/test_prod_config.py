@@ -114,8 +114,13 @@ def test_mlflow_tracking_uri_counts_in_prod_only(tmp_path: Path) -> None:
 
 
 def test_readers_outside_dagster_find_the_tables_on_the_object_store(
-        tmp_path: Path, prod_env: dict[str, str]) -> None:
+        prod_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> None:
     from bentos.demand_forecaster.state import paths_for
+    from resources.prod import OPTIONS
+
+    for option in OPTIONS["s3"]:  # only this test's variables, whatever the machine has set
+        if option.env not in prod_env:
+            monkeypatch.delenv(option.env, raising=False)
 
     paths = paths_for(load_settings(prod_env))
     assert paths.features == "s3://bucket/retail-ml/delta/gold/forecast_features"
