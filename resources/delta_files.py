@@ -111,8 +111,6 @@ def _filesystem(path: str) -> tuple[pafs.FileSystem, str]:
 
 
 def _size(path: str) -> int:
-    if "://" not in path:
-        return os.path.getsize(path)
     fs, inner = _filesystem(path)
     return fs.get_file_info(inner).size
 

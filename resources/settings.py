@@ -125,6 +125,10 @@ class Settings(_Strict):
     delta_uri: str | None = None
     # Where the online feature state is published: redis://host:port/db; None = `online_dir`.
     online_store: str | None = None
+    # The spark engine's session: `local[*]` on one machine, the cluster's master URL in prod.
+    spark_master: str = "local[*]"
+    spark_shuffle_partitions: int = Field(default=8, ge=1)
+    spark_driver_memory: str = "4g"  # local mode: the driver is the executor too
 
     @field_validator("online_store")
     @classmethod
@@ -138,10 +142,6 @@ class Settings(_Strict):
             raise ValueError("RETAIL_ML_ONLINE_STORE holds a password: put it in "
                              "RETAIL_ML_ONLINE_STORE_PASSWORD")
         return url
-    # The spark engine's session: `local[*]` on one machine, the cluster's master URL in prod.
-    spark_master: str = "local[*]"
-    spark_shuffle_partitions: int = Field(default=8, ge=1)
-    spark_driver_memory: str = "4g"  # local mode: the driver is the executor too
 
     @property
     def landing_dir(self) -> Path:

@@ -212,15 +212,22 @@ def save_state(state: OnlineState, root: Path, keep: int = 2) -> Path:
     return root / name
 
 
+def current_name(root: Path) -> str:
+    """The name `root/CURRENT` gives the published state; "" when none is published."""
+    pointer = root / CURRENT
+    return pointer.read_text().strip() if pointer.is_file() else ""
+
+
 def state_exists(root: Path) -> bool:
-    return (root / CURRENT).is_file()
+    return bool(current_name(root))
 
 
 def load_state(root: Path, name: str | None = None) -> OnlineState:
     """The state `name` (default: the one `root/CURRENT` points at). FileNotFoundError when
     none is published."""
-    if not state_exists(root):
+    name = name or current_name(root)
+    if not name:
         raise FileNotFoundError(f"no online feature state at {root}: materialize "
                                 "`online_features`")
-    folder = root / (name or (root / CURRENT).read_text().strip())
+    folder = root / name
     return decode_state({p.name: p.read_bytes() for p in folder.iterdir() if p.is_file()})

@@ -5,7 +5,7 @@ import dagster as dg
 
 from ml_assets.forecasting.assets import FORECAST_FEATURES_TABLE, horizon_inputs
 from ml_assets.forecasting.online import build_state
-from ml_assets.forecasting.online_store import FolderStore, online_store
+from ml_assets.forecasting.online_store import online_store
 from resources.delta import DeltaStore
 from resources.platform import PlatformSettings
 
@@ -24,13 +24,11 @@ def online_features(platform: PlatformSettings, delta: DeltaStore) -> dg.Materia
     state = build_state(inputs.pop("sales"), origin, spec, versions, **inputs)
     store = online_store(settings)
     name = store.publish(state)
-    where = (dg.MetadataValue.path(str(store.root / name)) if isinstance(store, FolderStore)
-             else dg.MetadataValue.text(f"{store} {name}"))
     return dg.MaterializeResult(metadata={
         "origin": str(origin),
         "series": state.series_count,
         "rows": state.history.height,
         "dagster/row_count": state.history.height,
-        "path": where,
+        "path": dg.MetadataValue.path(store.location(name)),
         **{f"{name}_delta_version": v for name, v in versions.items() if v is not None},
     })

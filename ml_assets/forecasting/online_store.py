@@ -18,6 +18,7 @@ from typing import Any
 from ml_assets.forecasting.online import (
     CURRENT,
     OnlineState,
+    current_name,
     decode_state,
     encode_state,
     load_state,
@@ -53,11 +54,13 @@ class FolderStore:
 
     def current(self) -> str:
         """The published state's name; "" when none is."""
-        pointer = self.root / CURRENT
-        return pointer.read_text().strip() if pointer.is_file() else ""
+        return current_name(self.root)
 
     def load(self, name: str) -> OnlineState:
         return load_state(self.root, name)
+
+    def location(self, name: str) -> str:
+        return str(self.root / name)
 
     def __str__(self) -> str:
         return str(self.root)
@@ -108,6 +111,9 @@ class RedisStore:
                                     "`online_features`")
         return decode_state({k.decode(): v for k, v in parts.items()})
 
+    def location(self, name: str) -> str:
+        return f"{self.url} {self._key('state', name)}"
+
     def __str__(self) -> str:
         return f"{self.url} ({self.prefix})"
 
@@ -119,7 +125,6 @@ def online_store(settings: Settings) -> OnlineStore:
     if settings.online_store:
         return RedisStore(settings.online_store)
     return FolderStore(settings.online_dir)
-
 
 
 def load_current(store: OnlineStore, name: str) -> OnlineState:
