@@ -32,11 +32,11 @@ $(INSTANCE):
 	@mkdir -p $(DAGSTER_HOME) && cp deploy/dagster.local.yaml $@
 
 dev: setup $(INSTANCE)
-	$(VENV)/bin/dagster dev -w workspace.yaml
+	$(VENV)/bin/dagster dev -w workspace.yaml $(if $(PORT),--port $(PORT))
 
-# The latest Bento that `demand_forecaster_bento` built (make demo first).
+# The latest Bento that `demand_forecaster_bento` built (make demo first). PORT=... moves it.
 serve: setup
-	$(VENV)/bin/bentoml serve demand_forecaster:latest --port 3001
+	$(VENV)/bin/bentoml serve demand_forecaster:latest --port $(or $(PORT),3001)
 
 # The Bento that `make demo` built around the champion, as one file (the CI workflow's artifact;
 # `bentoml import` loads it elsewhere, `bentoml containerize` makes an image where Docker runs).
@@ -47,7 +47,7 @@ bento-export: setup
 # to answer on a busy 2-core machine.
 mlflow: setup
 	$(VENV)/bin/mlflow ui --backend-store-uri sqlite:///$(RETAIL_ML_HOME)/mlflow/mlflow.db \
-		--port 5000 --workers 1
+		--port $(or $(PORT),5000) --workers 1
 
 test: setup
 	$(RUN) pytest -q

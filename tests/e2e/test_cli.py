@@ -20,6 +20,7 @@ import requests
 from ml_assets.partitions import first_day
 from resources.settings import load_settings
 from tests.conftest import small_world_env
+from tests.e2e.servers import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -82,10 +83,11 @@ def test_demo_runs_the_whole_graph_and_prints_the_summary(demo: dict) -> None:
     assert (home / "dagster" / "history" / "runs.db").exists()
 
 
-def _make(target: str, env: dict[str, str]) -> subprocess.Popen:
+def _make(target: str, env: dict[str, str], port: int) -> subprocess.Popen:
     # BENTOML_HOME and DAGSTER_HOME unset: the Makefile derives them from RETAIL_ML_HOME
     base = {k: v for k, v in os.environ.items() if k not in ("BENTOML_HOME", "DAGSTER_HOME")}
-    return subprocess.Popen(["make", "-s", target], cwd=ROOT, env={**base, **env},
+    return subprocess.Popen(["make", "-s", target, f"PORT={port}"], cwd=ROOT,
+                            env={**base, **env},
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
                             start_new_session=True)
 
@@ -106,10 +108,13 @@ def _wait_for(url: str, proc: subprocess.Popen, seconds: float = 120) -> request
 
 
 @contextlib.contextmanager
-def _running(target: str, env: dict[str, str]) -> Iterator[subprocess.Popen]:
-    proc = _make(target, env)
+def _running(target: str, env: dict[str, str]) -> Iterator[tuple[str, subprocess.Popen]]:
+    """`make <target> PORT=<a free port>`: a user's own server on the default port is left
+    alone. Yields the server's URL and process."""
+    port = free_port()
+    proc = _make(target, env, port)
     try:
-        yield proc
+        yield f"http://127.0.0.1:{port}", proc
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(timeout=60)
@@ -121,11 +126,11 @@ def test_make_serve_answers_with_the_batch_forecast(demo: dict) -> None:
     batch = pl.read_delta(str(table)).row(0, named=True)
     request = {"store_id": batch["store_id"], "item_id": batch["item_id"],
                "date": batch["date"].isoformat()}
-    with _running("serve", demo["env"]) as proc:
-        _wait_for("http://127.0.0.1:3001/readyz", proc)
-        answer = requests.post("http://127.0.0.1:3001/forecast", timeout=30, json=request).json()
+    with _running("serve", demo["env"]) as (url, proc):
+        _wait_for(f"{url}/readyz", proc)
+        answer = requests.post(f"{url}/forecast", timeout=30, json=request).json()
         # a what-if: the row is rebuilt from the online state that `full_pipeline` published
-        promoted = requests.post("http://127.0.0.1:3001/forecast", timeout=30,
+        promoted = requests.post(f"{url}/forecast", timeout=30,
                                  json={**request, "on_promo": 1})
     assert answer["units"] == pytest.approx(batch["units_forecast"], abs=1e-4)
     assert answer["model_version"] == batch["model_version"] == "1"
@@ -135,9 +140,9 @@ def test_make_serve_answers_with_the_batch_forecast(demo: dict) -> None:
 
 @pytest.mark.timeout(300)
 def test_make_mlflow_shows_the_registered_versions_and_aliases(demo: dict) -> None:
-    with _running("mlflow", demo["env"]) as proc:
-        _wait_for("http://127.0.0.1:5000/health", proc)
-        model = requests.get("http://127.0.0.1:5000/api/2.0/mlflow/registered-models/get",
+    with _running("mlflow", demo["env"]) as (url, proc):
+        _wait_for(f"{url}/health", proc)
+        model = requests.get(f"{url}/api/2.0/mlflow/registered-models/get",
                              params={"name": "demand_forecaster"}, timeout=30).json()
     aliases = {a["alias"]: a["version"] for a in model["registered_model"]["aliases"]}
     assert aliases == {"challenger": "1", "champion": "1"}
