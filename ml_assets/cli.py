@@ -9,7 +9,7 @@ import sys
 
 from resources.settings import load_settings
 
-SCENARIO_KINDS = ("level_shift", "price_shock", "promo_regime")
+SCENARIO_KINDS = ("level_shift", "price_shock", "promo_regime", "plan_miss")
 
 
 def _scenario(text: str) -> tuple[str, float]:

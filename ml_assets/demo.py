@@ -68,20 +68,26 @@ def summary(defs: dg.Definitions, settings: Settings, result: dg.ExecuteInProces
     evaluation = _metadata(result, "model_evaluation")
     if evaluation:
         model, naive = evaluation["wape_challenger"], evaluation["wape_seasonal_naive"]
+        change = (f" ({1 - model / naive:.0%} lower)" if naive > 0  # type: ignore[operator]
+                  else "")
         lines.append(f"  challenger       v{evaluation['challenger_version']}: backtest WAPE "
-                     f"{model:.4f} vs seasonal naive {naive:.4f} "
-                     f"({1 - model / naive:.0%} lower)")  # type: ignore[operator]
+                     f"{model:.4f} vs seasonal naive {naive:.4f}{change}")
         lines.append(f"  promotion gate   {evaluation['gate']}")
     champion = _metadata(result, "champion")
     if champion:
-        lines.append(f"  champion         demand_forecaster v{champion['champion_version']} "
-                     f"(previous: {champion['previous_version']})")
+        kind = champion.get("kind", "xgboost")
+        what = ("the XGBoost model" if kind == "xgboost" else
+                f"the {kind} baseline: the XGBoost challenger did not beat it")
+        lines.append(f"  champion         demand_forecaster v{champion['champion_version']}, "
+                     f"{what} (previous: {champion['previous_version']})")
     bento = _metadata(result, "demand_forecaster_bento")
     if bento:
         lines.append(f"  Bento            {bento['bento_tag']}")
+    served = bool(bento) or gate_blocked(result)  # blocked: the earlier champion still serves
     lines += ["next:",
               "  make dev     Dagster UI on http://127.0.0.1:3000 (lineage, report, gate)",
-              "  make serve   the Bento on http://127.0.0.1:3001 (POST /forecast)",
+              *(["  make serve   the Bento on http://127.0.0.1:3001 (POST /forecast)"]
+                if served else ["  (no champion, so nothing to serve: see the gate above)"]),
               "  make mlflow  MLflow UI on http://127.0.0.1:5000 (runs, versions, aliases)"]
     if settings.dataset.simulation is not None:
         lines += ["  .venv/bin/retail-ml simulate --days 14   two more weeks land; with `make dev` "

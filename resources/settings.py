@@ -13,7 +13,7 @@ from typing import Literal
 from urllib.parse import urlsplit
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 CONTRACT_REQUIRED = ("date", "store_id", "item_id", "units_sold")
 CONTRACT_OPTIONAL = ("price", "on_promo")
@@ -29,6 +29,9 @@ class Covariate(_Strict):
     name: str
     column: str | None = None  # source column; defaults to `name`
     type: Literal["numeric", "categorical"] = "numeric"
+    # The value a future row takes where the plan has none (e.g. Open: 1). Without it such a
+    # value stays missing, which the model has seen only where the history had gaps.
+    default: int | float | str | None = None
 
     @property
     def source(self) -> str:
@@ -75,6 +78,13 @@ class DatasetConfig(_Strict):
     stores: FileSource | None = None
     items: FileSource | None = None
     calendar: FileSource | None = None
+    # The known future: rows of on_promo, price and the covariates for dates after the last
+    # landed day, keyed by (store, item), by store alone or by date alone (e.g. Kaggle's
+    # test.csv). Deliveries accumulate; a later one overrides an earlier one for the same key.
+    plan: FileSource | None = None
+    # Rows forced to zero: every named covariate equals its value (e.g. {Open: 0}). They are
+    # forecast as exactly 0, left out of training and of the metrics.
+    zero_when: dict[str, int | float | str] = Field(default_factory=dict)
     negative_units: Literal["quarantine", "clip", "keep"] = "quarantine"
     max_quarantine_share: float = 0.05
     freshness_periods: int = 2  # the latest landed period may lag its expected value by this much
@@ -92,9 +102,23 @@ class DatasetConfig(_Strict):
             raise ValueError("horizon must be >= 1 period")
         return v
 
+    @model_validator(mode="after")
+    def _known_names(self) -> DatasetConfig:
+        names = {c.name for c in self.covariates}
+        unknown = [k for k in self.zero_when if k not in names]
+        if unknown:
+            raise ValueError(f"zero_when names {unknown}, which are not declared covariates "
+                             f"({sorted(names) or 'none declared'})")
+        return self
+
     @property
     def period_days(self) -> int:
         return 1 if self.frequency == "daily" else 7
+
+    @property
+    def defaults(self) -> dict[str, int | float | str]:
+        """Covariate name -> the value a future row takes where the plan gives none."""
+        return {c.name: c.default for c in self.covariates if c.default is not None}
 
     @property
     def horizon_periods(self) -> int:
@@ -192,6 +216,9 @@ def simulated_dataset(home: Path, simulation: SimulationConfig | None = None) ->
         frequency="daily",
         horizon=28,
         sales=FileSource(path=str(landing / "sales" / "sales_*.csv"), format="csv"),
+        plan=FileSource(path=str(landing / "plan" / "plan_*.csv"), format="csv"),
+        covariates=[Covariate(name="open", type="numeric", default=1)],
+        zero_when={"open": 0},
         stores=FileSource(path=str(landing / "stores.csv")),
         items=FileSource(path=str(landing / "items.csv")),
         calendar=FileSource(path=str(landing / "calendar.csv")),
@@ -210,7 +237,7 @@ def load_dataset(path: Path, home: Path) -> DatasetConfig:
         raise ValueError(f"{path}: expected a mapping at the top level")
     if raw.get("source") == "simulated":
         return simulated_dataset(home, SimulationConfig(**(raw.get("simulation") or {})))
-    for key in ("sales", "stores", "items", "calendar"):
+    for key in ("sales", "plan", "stores", "items", "calendar"):
         block = raw.get(key)
         if isinstance(block, dict) and "path" in block and not Path(block["path"]).is_absolute():
             block["path"] = str((path.parent / block["path"]).resolve())

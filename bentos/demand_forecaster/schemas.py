@@ -24,6 +24,13 @@ class ForecastRequest(BaseModel):
     price: float | None = Field(None, gt=0, allow_inf_nan=False, strict=True,
                                 description="Known-in-advance price override (> 0).")
     on_promo: Literal[0, 1] | None = Field(None, description="Promotion override (0 or 1).")
+    covariates: dict[str, float | str] | None = Field(
+        None, description="Overrides of the dataset's declared known-in-advance covariates, "
+                          "by name (e.g. {\"Open\": 0}); GET /model lists them.")
+
+    @property
+    def overridden(self) -> bool:
+        return self.price is not None or self.on_promo is not None or bool(self.covariates)
 
     @field_validator("on_promo", mode="before")
     @classmethod
@@ -74,6 +81,8 @@ class ModelInfo(BaseModel):
     metrics: dict[str, float]  # the model's `metric_*` labels
     training_data: dict[str, int]  # Delta versions of the tables it learnt from (`delta_*`)
     feature_columns: list[str]
+    kind: str = "xgboost"  # or the baseline it forecasts with (seasonal_naive, moving_average_28)
+    covariates: list[str] = []  # the overridable known-in-advance covariates
     features: SnapshotInfo
     loaded_at: dt.datetime | None = None  # when this model and snapshot started answering
     reload: Reload | None = None

@@ -47,9 +47,8 @@ from bentos.demand_forecaster.state import (
     load_serving,
     paths_for,
 )
-from ml_assets.forecasting.online import RequestError, request_features
+from ml_assets.forecasting.online import RequestError, override_types, request_features
 from ml_assets.training.dataset import to_array
-from ml_assets.training.model import predict_inplace
 from resources.settings import load_settings
 
 REQUEST_ERROR_LOG = "bentoml._internal.server.http_app"  # where BentoML logs failed requests
@@ -111,12 +110,13 @@ class DemandForecaster:
 
     @bentoml.api(input_spec=ForecastRequest)
     async def forecast(self, store_id: str, item_id: str, date: dt.date,
-                       price: float | None = None, on_promo: int | None = None) -> Forecast:
+                       price: float | None = None, on_promo: int | None = None,
+                       covariates: dict[str, float | str] | None = None) -> Forecast:
         """Units forecast for one store, item and date within the current horizon."""
         start = timer()
         request = ForecastRequest(store_id=store_id, item_id=item_id, date=date, price=price,
-                                  on_promo=on_promo)
-        if price is None and on_promo is None:
+                                  on_promo=on_promo, covariates=covariates)
+        if not request.overridden:
             answer = self._forecast([request], batch=False)
         else:  # a what-if row is built by the feature transforms (milliseconds): off the loop
             answer = await asyncio.to_thread(self._forecast, [request], False)
@@ -126,7 +126,8 @@ class DemandForecaster:
     @bentoml.api
     async def forecast_batch(self, requests: list[ForecastRequest]) -> list[Forecast]:
         """Many forecasts scored in one call (at most RETAIL_ML_MAX_BATCH, default 10000). Any
-        invalid request fails the whole batch, and the error names its index."""
+        invalid request fails the whole batch, and the error names its index. The overrides of
+        one series' requests form one scenario: a plan over several days."""
         start = timer()
         if len(requests) > self.max_batch:
             raise BentoMLException(
@@ -176,18 +177,18 @@ class DemandForecaster:
         prefixes = [f"requests.{i}." if batch else "" for i in range(len(requests))]
         rows = np.fromiter((_row(s, r, p) for r, p in zip(requests, prefixes, strict=True)),
                            dtype=np.int64, count=len(requests))
-        overridden = [i for i, r in enumerate(requests)
-                      if r.price is not None or r.on_promo is not None]
+        overridden = [i for i, r in enumerate(requests) if r.overridden]
         if not overridden:
-            units = predict_inplace(s.booster, s.array[rows])
+            units = np.where(s.zero[rows], 0.0, s.predict(s.array[rows]))
         else:  # snapshot rows for the others, rows rebuilt online for these
             units = np.empty(len(requests), dtype=np.float32)
             plain = np.ones(len(requests), dtype=bool)
             plain[overridden] = False
             if plain.any():
-                units[plain] = predict_inplace(s.booster, s.array[rows[plain]])
+                units[plain] = np.where(s.zero[rows[plain]], 0.0,
+                                        s.predict(s.array[rows[plain]]))
             units[overridden] = _what_if(s, [requests[i] for i in overridden],
-                                         [prefixes[i] for i in overridden])
+                                         [prefixes[i] for i in overridden], batch)
         # model_construct: every value is ours, already typed; validating 10k responses costs
         return [Forecast.model_construct(
             store_id=r.store_id, item_id=r.item_id, date=r.date, units=float(u),
@@ -196,24 +197,42 @@ class DemandForecaster:
             horizon=s.horizons[row]) for r, u, row in zip(requests, units, rows, strict=True)]
 
 
-def _what_if(s: Serving, requests: list[ForecastRequest], prefixes: list[str]) -> np.ndarray:
-    """Units for requests with price or promotion overrides: their rows rebuilt by the training
-    transforms from the online state, all in one call."""
+def _what_if(s: Serving, requests: list[ForecastRequest], prefixes: list[str],
+             scenario: bool) -> np.ndarray:
+    """Units for requests with overrides (price, promotion, declared covariates): their rows
+    rebuilt by the training transforms from the online state, all in one call. In a batch
+    (`scenario`), the overrides of one series are one plan over its requested days."""
     if s.online is None:
-        given = next(f for f in ("price", "on_promo") if getattr(requests[0], f) is not None)
+        first = requests[0]
+        given = ("price" if first.price is not None else
+                 "on_promo" if first.on_promo is not None else "covariates")
         raise UnprocessableEntity(
-            f"{prefixes[0]}{given}: price and on_promo overrides need the online feature "
-            f"state, and {s.online_missing}: materialize `online_features`, or omit them "
-            "to get the forecast at the regular price without promotion")
+            f"{prefixes[0]}{given}: overrides need the online feature state, and "
+            f"{s.online_missing}: materialize `online_features`, or omit them to get the "
+            "forecast of the plan as known at the origin")
+    types = override_types(s.online.spec)
+    for request, prefix in zip(requests, prefixes, strict=True):
+        for name, value in (request.covariates or {}).items():
+            if name not in types or name in ("price", "on_promo"):
+                raise UnprocessableEntity(
+                    f"{prefix}covariates.{name}: not a declared covariate (declared: "
+                    f"{', '.join(s.online.spec.covariates) or 'none'})")
+            if types[name] == pl.Float64 and not isinstance(value, int | float):
+                raise UnprocessableEntity(f"{prefix}covariates.{name}: {value!r} is not a "
+                                          "number, and this covariate is numeric")
     frame = pl.DataFrame(
-        [(r.store_id, r.item_id, r.date, r.price, r.on_promo) for r in requests],
+        [(r.store_id, r.item_id, r.date, r.price, r.on_promo,
+          *[(r.covariates or {}).get(c) for c in types if c not in ("price", "on_promo")])
+         for r in requests],
         schema={"store_id": pl.Utf8, "item_id": pl.Utf8, "date": pl.Date,
-                "price": pl.Float64, "on_promo": pl.Int64}, orient="row")
+                **{c: (pl.Utf8 if t == pl.Utf8 else pl.Float64) for c, t in types.items()}},
+        orient="row", strict=False)
     try:
-        features = request_features(s.online, frame)
+        features = request_features(s.online, frame, scenario=scenario)
     except RequestError as error:  # the snapshot knew the row: the two disagree
         raise NotFound(f"{prefixes[error.index]}{error.field}: {error}") from error
-    return predict_inplace(s.booster, to_array(features, s.columns, s.levels))
+    units = s.predict(to_array(features, s.columns, s.levels))
+    return np.where(features.get_column("forced_zero").to_numpy(), 0.0, units)
 
 
 def _row(s: Serving, req: ForecastRequest, prefix: str) -> int:

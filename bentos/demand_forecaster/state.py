@@ -19,7 +19,6 @@ from pathlib import Path
 import bentoml
 import numpy as np
 import polars as pl
-import xgboost as xgb
 from deltalake import DeltaTable
 
 from bentos.demand_forecaster.schemas import ModelInfo, SnapshotInfo
@@ -27,6 +26,7 @@ from ml_assets.deployment.pointer import read_champion
 from ml_assets.forecasting.online import OnlineState
 from ml_assets.forecasting.online_store import OnlineStore, load_current, online_store
 from ml_assets.training.dataset import Columns, to_array
+from ml_assets.training.model import predict_inplace
 from resources.prod import reader_options
 from resources.settings import Settings
 
@@ -60,11 +60,12 @@ def paths_for(settings: Settings) -> Paths:
 @dataclass(frozen=True, eq=False)
 class Serving:
     sources: Sources
-    booster: xgb.Booster
+    predict: Callable[[np.ndarray], np.ndarray]  # the model on rows of `array`'s columns
     model_version: str
     columns: Columns
     levels: dict[str, list[str]]
     array: np.ndarray  # the model's input for every servable row, built once
+    zero: np.ndarray  # rows the dataset's `zero_when` rule forces to 0 (closed days)
     row_of: dict[tuple[str, str, dt.date], int]
     series: frozenset[tuple[str, str]]
     stores: frozenset[str]
@@ -97,11 +98,9 @@ def current_sources(paths: Paths, built_tag: str, follow_pointer: bool) -> Sourc
 def load_serving(sources: Sources, paths: Paths, period_days: int) -> Serving:
     """Loads the model from the BentoML store and the snapshot at exactly those versions."""
     model = bentoml.models.get(sources.model_tag)
-    booster = bentoml.xgboost.load_model(model)
-    # one thread per worker: the workers already use every core, and a request is a few rows
-    booster.set_param({"nthread": 1})
     meta, labels = model.info.metadata, dict(model.info.labels)
     columns = Columns(list(meta["numeric"]), list(meta["categorical"]))
+    predict = model_predictor(model)
     levels = {c: list(v) for c, v in meta["category_levels"].items()}
     features = pl.read_delta(paths.features, version=sources.features_version,
                              storage_options=paths.storage_options)
@@ -120,18 +119,33 @@ def load_serving(sources: Sources, paths: Paths, period_days: int) -> Serving:
         training_data={k.removeprefix("delta_"): int(v) for k, v in labels.items()
                        if k.startswith("delta_")},
         feature_columns=columns.all,
+        kind=meta.get("baseline") or "xgboost",
+        covariates=list(online.spec.covariates) if online else [],
         features=SnapshotInfo(table=FEATURES_TABLE, version=sources.features_version,
                               origin=origin, first_date=first, last_date=last,
                               period_days=period_days, series=len(series),
                               rows=features.height))
     return Serving(
-        sources=sources, booster=booster, model_version=info.model_version, columns=columns,
+        sources=sources, predict=predict, model_version=info.model_version, columns=columns,
         levels=levels, array=to_array(features, columns, levels),
+        zero=features.get_column("forced_zero").fill_null(False).to_numpy()
+        if "forced_zero" in features.columns else np.zeros(features.height, dtype=bool),
         row_of={key: i for i, key in enumerate(keys)}, series=series,
         stores=frozenset(s for s, _ in series), items=frozenset(i for _, i in series),
         origins=features.get_column("origin").to_list(),
         horizons=features.get_column("horizon").to_list(), origin=origin, first=first,
         last=last, online=online, online_missing=missing, info=info)
+
+
+def model_predictor(model: bentoml.Model) -> Callable[[np.ndarray], np.ndarray]:
+    """The model as a function of its input rows: the XGBoost booster, or, for a baseline
+    (a JSON model naming its column), that one column of the rows."""
+    if model.info.metadata.get("baseline"):
+        return lambda x: np.nan_to_num(np.clip(x[:, 0], 0.0, None), nan=0.0)
+    booster = bentoml.xgboost.load_model(model)
+    # one thread per worker: the workers already use every core, and a request is a few rows
+    booster.set_param({"nthread": 1})
+    return lambda x: predict_inplace(booster, x)
 
 
 def online_for(store: OnlineStore, name: str, origin: dt.date

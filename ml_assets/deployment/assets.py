@@ -35,6 +35,8 @@ def champion(context: dg.AssetExecutionContext, platform: PlatformSettings
     tags = client.get_model_version(REGISTERED_MODEL, version).tags
     return dg.MaterializeResult(metadata={
         "champion_version": done.champion,
+        # "xgboost", or the baseline that is champion because no model beat it yet
+        "kind": tags.get("baseline_column", "xgboost"),
         "previous_version": done.previous or "none",
         "promoted_at": done.promoted_at,
         "why": tags.get("promotion_trigger", "manual"),

@@ -24,14 +24,18 @@ BENTOFILE = Path(bentos.__file__).resolve().parent / "demand_forecaster" / "bent
 BUILD_CTX = BENTOFILE.parents[2]  # the repository root: the service imports project code
 
 
-def save_and_build(booster: xgb.Booster, columns: dict, labels: dict[str, str],
+def save_and_build(booster: xgb.Booster | None, columns: dict, labels: dict[str, str],
                    bentoml_home: Path) -> dict[str, str]:
     """Saves `booster` as model `demand_forecaster` (with `labels`, and `columns` as metadata:
     numeric, categorical, category_levels) under `bentoml_home`, then builds the Bento from
-    bentos/demand_forecaster/bentofile.yaml there. Returns the model and Bento tags."""
+    bentos/demand_forecaster/bentofile.yaml there. Returns the model and Bento tags.
+
+    A baseline has no booster: `columns["baseline"]` names the feature-snapshot column it
+    forecasts with, saved as a JSON model (`baseline.json`) that the service reads."""
     with tempfile.TemporaryDirectory(prefix="bento_build_") as tmp:
         work = Path(tmp)
-        booster.save_model(work / "model.ubj")
+        if booster is not None:
+            booster.save_model(work / "model.ubj")
         (work / "spec.json").write_text(json.dumps({"columns": columns, "labels": labels}))
         env = {**os.environ, "BENTOML_HOME": str(Path(bentoml_home).resolve()),
                "BENTOML_DO_NOT_TRACK": "true"}
@@ -48,9 +52,14 @@ def _save_and_build_here(work: Path) -> None:
     import bentoml
 
     spec = json.loads((work / "spec.json").read_text())
-    booster = xgb.Booster(model_file=str(work / "model.ubj"))
-    model = bentoml.xgboost.save_model(MODEL_NAME, booster, labels=spec["labels"],
-                                       metadata=spec["columns"])
+    if spec["columns"].get("baseline"):
+        with bentoml.models.create(MODEL_NAME, labels=spec["labels"],
+                                   metadata=spec["columns"]) as model:
+            Path(model.path, "baseline.json").write_text(json.dumps(spec["columns"]))
+    else:
+        booster = xgb.Booster(model_file=str(work / "model.ubj"))
+        model = bentoml.xgboost.save_model(MODEL_NAME, booster, labels=spec["labels"],
+                                           metadata=spec["columns"])
     bento = bentoml.bentos.build_bentofile(str(BENTOFILE), build_ctx=str(BUILD_CTX),
                                            labels=spec["labels"],
                                            args={"model_tag": str(model.tag)})

@@ -5,24 +5,37 @@ import tempfile
 from pathlib import Path
 
 import dagster as dg
+import mlflow
 import numpy as np
 import polars as pl
 
 from ml_assets.evaluation import plots
-from ml_assets.evaluation.gate import decide
+from ml_assets.evaluation.gate import GateDecision, decide
 from ml_assets.evaluation.report import (
     BacktestSpec,
     Candidate,
+    RowsAt,
     overall_wape,
     report_tables,
     run_backtest,
 )
 from ml_assets.features.assets import feature_spec
+from ml_assets.features.transforms import SERIES
+from ml_assets.forecasting.horizon import rows_at_origin
+from ml_assets.ingest.plan import PLAN_TABLE
 from ml_assets.metadata import markdown_table
 from ml_assets.training.assets import TRAINING_TABLE
 from ml_assets.training.dataset import TARGET, canonical_order
 from ml_assets.training.model import predict, refit
-from ml_assets.training.registry import RegisteredModel, load_alias, registry_client
+from ml_assets.training.registry import (
+    BASELINE_KIND,
+    RegisteredModel,
+    load_alias,
+    load_version,
+    register_baseline,
+    registry_client,
+)
+from resources.delta import DeltaStore
 from resources.settings import Settings
 from resources.tracking import REGISTERED_MODEL
 
@@ -39,13 +52,61 @@ def backtest_spec(settings: Settings) -> BacktestSpec:
 
 
 def candidate(name: str, model: RegisteredModel, lag_days: int = 0) -> Candidate:
-    """The model's recipe (columns, objective, rounds), refitted at each backtest origin."""
+    """The model's recipe (columns, objective, rounds), refitted at each backtest origin. A
+    baseline has nothing to fit: its forecast is its column of the rows."""
+    if model.booster is None:
+        return Candidate(name, lambda train, rows: model.predict(rows))
+
     def fit_predict(train: pl.DataFrame, rows: pl.DataFrame) -> np.ndarray:
         train = canonical_order(train, model.columns)
         booster = refit(model.matrix(train), train.get_column(TARGET).to_numpy(),
                         model.tags["objective"], int(model.tags["rounds"]))
         return predict(booster, model.matrix(rows))
     return Candidate(name, fit_predict, lag_days)
+
+
+def rows_at(settings: Settings, delta: DeltaStore) -> RowsAt:
+    """The backtest's rows at an origin, from bronze: `rows_at_origin` on one read."""
+    spec = feature_spec(settings.dataset)
+    sales = delta.read("bronze/sales").drop("source_file", "row_number")
+    first_sale = sales.group_by(SERIES).agg(pl.col("date").min().alias("first_sale_date"))
+    dims = {name: delta.read(f"bronze/{name}") if delta.exists(f"bronze/{name}") else None
+            for name in ("stores", "items", "calendar")}
+    plan = delta.read(PLAN_TABLE) if delta.exists(PLAN_TABLE) else None
+    return lambda origin: rows_at_origin(sales, origin, spec, plan, first_sale=first_sale,
+                                         **dims)
+
+
+def beats_baselines(wapes: dict[str, float], spec: BacktestSpec) -> bool:
+    """A first champion must beat the best baseline, not only seasonal naive."""
+    return wapes["challenger"] < min(wapes["seasonal_naive"], wapes[spec.moving_average])
+
+
+def baseline_challenger(context: dg.AssetExecutionContext, settings: Settings,
+                        challenger: RegisteredModel, wapes: dict[str, float],
+                        spec: BacktestSpec) -> tuple[RegisteredModel, GateDecision]:
+    """Registers the best baseline as a model version, gated through, and moves `challenger`
+    to it: with no champion yet, the baseline then becomes champion (the `champion` asset)."""
+    name = min(("seasonal_naive", spec.moving_average), key=lambda k: wapes[k])
+    tracking = context.resources.mlflow
+    tracking.log_dict({"kind": BASELINE_KIND, "forecaster": name, "column": name,
+                       "season_periods": spec.season, "window_periods": spec.ma_window},
+                      "baseline/baseline.json")
+    run = mlflow.active_run()
+    assert run is not None
+    reason = (f"Passed, as a baseline: there is no champion yet, and the XGBoost challenger "
+              f"(v{challenger.version}, WAPE {wapes['challenger']:.4f}) does not beat the best "
+              f"baseline, {name} (WAPE {wapes[name]:.4f}), so {name} becomes champion and "
+              "forecasts are served. Later challengers must beat it.")
+    tags = {"backtest_wape": str(wapes[name]), "seasonal_naive_wape":
+            str(wapes["seasonal_naive"]), "compared_with": "none", "gate": "passed",
+            "gate_reason": reason, "train_end": challenger.tags.get("train_end", ""),
+            "objective": name, "rounds": "0"}
+    uri = settings.mlflow_tracking_uri
+    version = register_baseline(uri, run.info.run_id, run.info.artifact_uri, name, tags)
+    registry_client(uri).set_registered_model_alias(REGISTERED_MODEL, "challenger", version)
+    baseline = load_version(uri, version)
+    return baseline, GateDecision(True, reason)
 
 
 def staleness_days(challenger: RegisteredModel, champion: RegisteredModel) -> int:
@@ -84,7 +145,7 @@ def report_images(backtest: pl.DataFrame, forecasters: list[str], model: Registe
 
 @dg.asset(
     group_name="evaluation",
-    deps=["demand_model"],
+    deps=["demand_model", "plan"],
     required_resource_keys={"mlflow", "delta", "platform"},
     kinds={"mlflow", "polars"},
     check_specs=[dg.AssetCheckSpec(
@@ -112,14 +173,21 @@ def model_evaluation(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
     labelled = delta.read(TRAINING_TABLE, training_version).drop("split")
     candidates = [candidate("challenger", challenger)]
     if champion is not None:
-        candidates.append(candidate("champion", champion, staleness_days(challenger, champion)))
-    backtest = run_backtest(labelled, spec, candidates)
+        lag = staleness_days(challenger, champion) if champion.booster is not None else 0
+        candidates.append(candidate("champion", champion, lag))
+    backtest, known_future = run_backtest(labelled, rows_at(settings, delta), spec, candidates)
     forecasters = ["challenger", *(["champion"] if champion else []), "seasonal_naive",
                    spec.moving_average]
     tables = report_tables(backtest, labelled, spec, forecasters)
     wapes = overall_wape(tables)
     decision = decide(wapes["challenger"], wapes["seasonal_naive"], wapes.get("champion"),
                       settings.promotion_margin)
+    client = registry_client(uri)
+    gated = challenger
+    if (champion is None and not (decision.passed and beats_baselines(wapes, spec))
+            and not np.isnan(min(wapes["seasonal_naive"], wapes[spec.moving_average]))):
+        # No champion at all: the best baseline becomes one, so that forecasts are served.
+        gated, decision = baseline_challenger(context, settings, challenger, wapes, spec)
     delta_version = delta.overwrite(EVALUATION_TABLE,
                                     stored_tables(tables, challenger.version),
                                     predicate=f"model_version = '{challenger.version}'")
@@ -129,11 +197,10 @@ def model_evaluation(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
             (Path(tmp) / f"{name}.png").write_bytes(png)
         tracking.log_artifacts(tmp, artifact_path="evaluation")
     tracking.log_metrics({f"backtest_wape_{name}": w for name, w in wapes.items()})
-    client = registry_client(uri)
     gate_tags = {"backtest_wape": wapes["challenger"], "seasonal_naive_wape":
                  wapes["seasonal_naive"], "champion_wape": wapes.get("champion"),
                  "compared_with": champion.version if champion else "none",
-                 "gate": "passed" if decision.passed else "blocked",
+                 "gate": "passed" if decision.passed and gated is challenger else "blocked",
                  "gate_reason": decision.reason}
     for key, value in gate_tags.items():
         client.set_model_version_tag(REGISTERED_MODEL, challenger.version, key, str(value))
@@ -142,6 +209,11 @@ def model_evaluation(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
         metadata={
             "challenger_version": challenger.version,
             "champion_version": champion.version if champion else "none",
+            "promoted_candidate": gated.version,
+            "promoted_kind": gated.baseline or "xgboost",
+            # what the scored rows' known future was at each origin: the plan as known then,
+            # or the actual values where no plan delivery was known yet (historical files)
+            "known_future": dg.MetadataValue.json(known_future),
             "champion_staleness_days": candidates[-1].lag_days if champion else 0,
             **headline,
             "gate": decision.reason,

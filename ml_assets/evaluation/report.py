@@ -8,6 +8,12 @@ retraining on unchanged data gains nothing, and the challenger wins by what newe
 better recipe buy. Scoring the champion's artifact itself would be in sample on the backtest
 windows and block every retrain (measured: 0.30 in-sample against 0.51 out of sample on the
 small test world).
+
+What is scored is what is served: at each origin the scored rows are built by the function that
+builds `forecast_features` (`rows_at_origin`): the series active then, the history up to the
+origin and the plan as known then, or the actual plan values where no delivery was known yet
+(historical files; the report says which). Rows the dataset's `zero_when` rule forces (closed
+days) are forecast as 0 by every forecaster and left out of the metrics.
 """
 
 from __future__ import annotations
@@ -19,14 +25,16 @@ from dataclasses import dataclass
 import numpy as np
 import polars as pl
 
-from ml_assets.evaluation.backtest import backtest_frame, rolling_origins, train_mask
-from ml_assets.evaluation.baselines import moving_average, naive_scale, seasonal_naive
+from ml_assets.evaluation.backtest import rolling_origins, train_mask
+from ml_assets.evaluation.baselines import naive_scale
 from ml_assets.evaluation.metrics import horizon_bucket, metric_table
 from ml_assets.features.transforms import SERIES
 from ml_assets.training.dataset import TARGET
 
 # (train rows, rows to score) -> forecasts for the rows to score
 Refit = Callable[[pl.DataFrame, pl.DataFrame], np.ndarray]
+# origin -> (the rows served at that origin with their actuals, the known future's source)
+RowsAt = Callable[[dt.date], tuple[pl.DataFrame, str]]
 
 
 @dataclass(frozen=True)
@@ -86,28 +94,36 @@ def plan_origins(dates: pl.Series, spec: BacktestSpec) -> tuple[list[dt.date], i
     return [earliest], remaining
 
 
-def run_backtest(labelled: pl.DataFrame, spec: BacktestSpec,
-                 candidates: list[Candidate]) -> pl.DataFrame:
-    """One row per scored (series, date, origin): keys, `horizon`, the actual, `category`, and
-    one column per candidate and baseline. `labelled` is the feature table's rows with a
-    target."""
+def run_backtest(labelled: pl.DataFrame, rows_at: RowsAt, spec: BacktestSpec,
+                 candidates: list[Candidate]) -> tuple[pl.DataFrame, dict[str, str]]:
+    """One row per scored (series, date, origin): keys, `horizon`, the actual, `category`,
+    `forced_zero`, and one column per candidate and baseline.
+
+    `labelled` is the training table (feature rows with a target) the candidates refit on;
+    `rows_at(origin)` gives the rows served at that origin and where their known future came
+    from (`ml_assets.forecasting.horizon.rows_at_origin`): what is scored is what would have
+    been served. Rows the `zero_when` rule forces are forecast as 0 by everyone. Returns the
+    table and, per origin, the source of its known future ("plan" or "actuals")."""
     origins, horizon = plan_origins(labelled.get_column("date"), spec)
-    category = category_column(labelled)
     window = dt.timedelta(days=spec.train_window * spec.period_days)
-    parts = []
+    parts, sources = [], {}
     for origin in origins:
-        rows = backtest_frame(labelled, origin, horizon, spec.period_days)
-        out = rows.select(*SERIES, "date", "origin", "horizon", TARGET,
-                          (pl.col(category) if category else pl.lit("all")).alias("category"))
+        rows, sources[str(origin)] = rows_at(origin)
+        rows = rows.filter(pl.col("horizon") <= horizon)
+        category = category_column(rows)
+        out = rows.select(*SERIES, "date", "origin", "horizon", TARGET, "forced_zero",
+                          (pl.col(category) if category else pl.lit("all")).alias("category"),
+                          "seasonal_naive", spec.moving_average)
         for model in candidates:
             end = origin - dt.timedelta(days=model.lag_days)
             train = labelled.filter(train_mask(labelled, end) & (pl.col("date") > end - window))
             out = out.with_columns(pl.Series(model.name, model.refit(train, rows), pl.Float64))
         parts.append(out)
     table = pl.concat(parts)
-    return table.with_columns(
-        seasonal_naive(labelled, table, spec.season, spec.period_days),
-        moving_average(labelled, table, spec.ma_window, spec.period_days))
+    forecasters = [*(m.name for m in candidates), "seasonal_naive", spec.moving_average]
+    zero = pl.col("forced_zero")
+    return table.with_columns(pl.when(zero).then(0.0).otherwise(pl.col(c)).alias(c)
+                              for c in forecasters), sources
 
 
 def mase_scales(labelled: pl.DataFrame, origins: list[dt.date], spec: BacktestSpec
@@ -121,7 +137,8 @@ def report_tables(backtest: pl.DataFrame, labelled: pl.DataFrame, spec: Backtest
                   forecasters: list[str]) -> dict[str, pl.DataFrame]:
     """Every metric for every forecaster, compared on the rows where all of them forecast."""
     scale = mase_scales(labelled, backtest.get_column("origin").unique().sort().to_list(), spec)
-    frame = backtest.with_columns(
+    # forced rows are 0 by rule, not forecasts: they would only flatter every forecaster
+    frame = backtest.filter(~pl.col("forced_zero").fill_null(False)).with_columns(
         horizon_bucket=horizon_bucket(pl.col("horizon"), spec.period_days))
     groups = {"overall": [], "horizon_bucket": ["horizon_bucket"], "category": ["category"],
               "store": ["store_id"]}

@@ -18,11 +18,18 @@ FEATURES_TABLE = "silver/features"
 
 
 def feature_spec(ds: DatasetConfig) -> FeatureSpec:
+    kinds = {c.name: c.type for c in ds.covariates}
+
+    def typed(name: str, value: int | float | str) -> float | str:
+        return float(value) if kinds[name] == "numeric" else str(value)
+
     return FeatureSpec(
         horizon=ds.horizon_periods,
         period_days=ds.period_days,
         numeric_covariates=tuple(c.name for c in ds.covariates if c.type == "numeric"),
         categorical_covariates=tuple(c.name for c in ds.covariates if c.type == "categorical"),
+        defaults=tuple((name, typed(name, value)) for name, value in ds.defaults.items()),
+        zero_when=tuple((name, typed(name, value)) for name, value in ds.zero_when.items()),
     )
 
 

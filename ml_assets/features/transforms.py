@@ -37,10 +37,30 @@ class FeatureSpec:
     period_days: int = 1  # 1 = daily, 7 = weekly
     numeric_covariates: tuple[str, ...] = ()
     categorical_covariates: tuple[str, ...] = ()
+    # Known-in-advance inputs of future rows: a covariate's value where the plan has none
+    defaults: tuple[tuple[str, float | str], ...] = ()
+    # Rows forecast as exactly 0 (and left out of training and metrics): all of these hold
+    zero_when: tuple[tuple[str, float | str], ...] = ()
 
     @property
     def daily(self) -> bool:
         return self.period_days == 1
+
+    @property
+    def covariates(self) -> tuple[str, ...]:
+        return (*self.numeric_covariates, *self.categorical_covariates)
+
+    @property
+    def season(self) -> int:
+        """Periods in the seasonal naive's season: a week of days, or a year of weeks."""
+        return 7 if self.daily else 52
+
+    def forced_zero(self) -> pl.Expr:
+        """True on rows the `zero_when` rule forces to 0 (False when there is no rule)."""
+        conditions = [pl.col(name).cast(pl.Utf8 if isinstance(value, str) else pl.Float64,
+                                     strict=False) == value for name, value in self.zero_when]
+        expr = pl.all_horizontal(conditions) if conditions else pl.lit(False)
+        return expr.fill_null(False).alias("forced_zero")
 
     @property
     def lags(self) -> list[int]:

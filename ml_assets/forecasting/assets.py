@@ -7,7 +7,8 @@ import polars as pl
 
 from ml_assets.features.assets import feature_spec, read_feature_inputs
 from ml_assets.features.transforms import SERIES, FeatureSpec
-from ml_assets.forecasting.horizon import horizon_features
+from ml_assets.forecasting.horizon import rows_at_origin
+from ml_assets.ingest.plan import PLAN_TABLE
 from ml_assets.metadata import table_metadata
 from ml_assets.partitions import first_day
 from ml_assets.training.registry import load_alias
@@ -21,9 +22,9 @@ BATCH_FORECASTS_TABLE = "gold/batch_forecasts"
 
 def horizon_inputs(settings: Settings, delta: DeltaStore
                    ) -> tuple[dt.date, FeatureSpec, dict[str, pl.DataFrame | None]]:
-    """The forecast origin (the last landed day), the feature spec, and the bronze rows and
-    dimensions the next horizon's features need: one read for every next-horizon asset, so
-    equal inputs give equal rows."""
+    """The forecast origin (the last landed day), the feature spec, and the bronze rows,
+    dimensions and plan that the next horizon's features need: one read for every next-horizon
+    asset, so equal inputs give equal rows."""
     spec = feature_spec(settings.dataset)
     origin = delta.scan("bronze/sales").select(pl.col("date").max()).collect().item()
     if origin is None:
@@ -31,22 +32,31 @@ def horizon_inputs(settings: Settings, delta: DeltaStore
     step = dt.timedelta(days=spec.period_days)
     inputs = read_feature_inputs(delta, origin + step, origin + (spec.horizon + 1) * step, spec,
                                  first_day(settings))
+    inputs["plan"] = delta.read(PLAN_TABLE) if delta.exists(PLAN_TABLE) else None
     return origin, spec, inputs
 
 
-@dg.asset(group_name="forecasting", deps=["features"], kinds={"delta", "polars"},
+@dg.asset(group_name="forecasting", deps=["features", "plan"], kinds={"delta", "polars"},
           description="Feature rows for every active series over the next horizon after the "
                       "last landed day (the forecast origin), built by the same transforms as "
                       "the training rows. What batch forecasts and the Bento service read.")
 def forecast_features(platform: PlatformSettings, delta: DeltaStore) -> dg.MaterializeResult:
     origin, spec, inputs = horizon_inputs(platform.get(), delta)
-    table = horizon_features(inputs.pop("sales"), origin, spec, **inputs)
+    report: dict[str, int] = {}
+    # the backtest's function: what is served at this origin is what it scores at its own
+    table, known = rows_at_origin(inputs.pop("sales"), origin, spec, report=report, **inputs)
     version = delta.overwrite(FORECAST_FEATURES_TABLE, table)
     return dg.MaterializeResult(metadata={
         **table_metadata(table, delta.uri(FORECAST_FEATURES_TABLE), version),
         "origin": str(origin),
         "series": table.select(SERIES).n_unique(),
         "horizon_periods": spec.horizon,
+        # with no plan delivered at all, nothing after the origin has landed to stand in
+        "known_future": known if known == "plan" else "no plan: the fallbacks below",
+        "forced_zero_rows": int(table.get_column("forced_zero").sum()),
+        # values the plan did not give: filled by the fallback (regular price, no promotion,
+        # the covariate's default), or left missing where a covariate declares no default
+        **report,
     })
 
 

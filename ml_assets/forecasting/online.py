@@ -28,10 +28,16 @@ from pathlib import Path
 import polars as pl
 
 from ml_assets.features.transforms import SERIES, FeatureSpec, build_features
-from ml_assets.forecasting.horizon import active_series, future_rows
+from ml_assets.forecasting.horizon import (
+    active_series,
+    finish_rows,
+    future_rows,
+    known_future,
+)
 
-OVERRIDES = ("price", "on_promo")
-DIMS = ("stores", "items", "calendar", "first_sale")
+OVERRIDES = ("price", "on_promo")  # besides the declared covariates
+FEATURE_DIMS = ("stores", "items", "calendar", "first_sale")  # what `build_features` takes
+DIMS = (*FEATURE_DIMS, "plan")  # the plan as known at the origin
 CURRENT = "CURRENT"  # names the published state folder; replaced atomically
 FORMAT = 1
 
@@ -86,10 +92,13 @@ class OnlineState:
 def build_state(sales: pl.DataFrame, origin: dt.date, spec: FeatureSpec,
                 versions: dict[str, int | None] | None = None,
                 **dims: pl.DataFrame | None) -> OnlineState:
-    """The state from the inputs `forecast_features` reads (`read_feature_inputs`): bronze rows
-    from the lookback before origin + 1 period, and the `stores`, `items`, `calendar` and
-    `first_sale` dimensions. Longer history is cut to the lookback (rows then equal those of
+    """The state from the inputs `forecast_features` reads (`horizon_inputs`): bronze rows
+    from the lookback before origin + 1 period, the `stores`, `items`, `calendar` and
+    `first_sale` dimensions, and the bronze `plan`, kept as known at the origin
+    (`known_future`). Longer history is cut to the lookback (rows then equal those of
     `horizon_features` on the same cut; on the uncut history, up to float rounding)."""
+    if dims.get("plan") is not None:
+        dims["plan"] = known_future(sales, origin, spec, dims["plan"])[0]
     start = origin + dt.timedelta(days=spec.period_days * (1 - spec.lookback_periods))
     history = sales.filter(pl.col("date") <= origin)
     active = active_series(history, origin, spec)
@@ -101,19 +110,33 @@ def build_state(sales: pl.DataFrame, origin: dt.date, spec: FeatureSpec,
     return OnlineState(origin, spec, history, {k: dims.get(k) for k in DIMS}, versions or {})
 
 
-def request_features(state: OnlineState, requests: pl.DataFrame) -> pl.DataFrame:
+def request_features(state: OnlineState, requests: pl.DataFrame,
+                     scenario: bool = False) -> pl.DataFrame:
     """Feature rows (the columns of `horizon_features`) for `requests` (store_id, item_id, date,
-    optional price and on_promo: null = the horizon's default), one per request, in order."""
+    optional overrides of price, on_promo and the declared covariates: null = the plan's value,
+    or the horizon's default), one per request, in order.
+
+    `scenario=False`: each request is its own what-if. `scenario=True` (a batch): the requests
+    of one series are one plan over several days, so a promotion on day d shows in day d + 1's
+    `promo_prev` too; a (series, date) given twice is built in a second round."""
     if requests.height == 0:
         raise ValueError("request_features: no requests")
     reqs = _validate(state, requests)
-    date = pl.col("date")
-    rounds = reqs.with_columns(
-        # same key twice, or adjacent dates of one series: separate builds (see module doc)
-        round=pl.int_range(pl.len()).over([*SERIES, "date"]) * 2
-        + (((date - pl.lit(state.origin)).dt.total_days() // state.spec.period_days) % 2))
+    rank = pl.int_range(pl.len()).over([*SERIES, "date"])
+    if scenario:
+        rounds = reqs.with_columns(round=rank)
+    else:  # same key twice, or adjacent dates of one series: separate builds (see module doc)
+        ahead = (pl.col("date") - pl.lit(state.origin)).dt.total_days() // state.spec.period_days
+        rounds = reqs.with_columns(round=rank * 2 + ahead % 2)
     parts = [_build_round(state, part) for part in rounds.partition_by("round", include_key=False)]
     return pl.concat(parts).sort("__request").drop("__request")
+
+
+def override_types(spec: FeatureSpec) -> dict[str, pl.DataType]:
+    """The inputs a request may override: price, on_promo and every declared covariate."""
+    return {"price": pl.Float64(), "on_promo": pl.Int64(),
+            **{c: pl.Float64() for c in spec.numeric_covariates},
+            **{c: pl.Utf8() for c in spec.categorical_covariates}}
 
 
 def _validate(state: OnlineState, requests: pl.DataFrame) -> pl.DataFrame:
@@ -121,7 +144,7 @@ def _validate(state: OnlineState, requests: pl.DataFrame) -> pl.DataFrame:
         pl.col("store_id").cast(pl.Utf8), pl.col("item_id").cast(pl.Utf8),
         pl.col("date").cast(pl.Date),
         *[(pl.col(c) if c in requests.columns else pl.lit(None)).cast(t).alias(c)
-          for c, t in (("price", pl.Float64), ("on_promo", pl.Int64))],
+          for c, t in override_types(state.spec).items()],
     ).with_row_index("__request")
     dates = set(state.dates)
     for i, store, item, day in reqs.select("__request", *SERIES, "date").iter_rows():
@@ -138,22 +161,19 @@ def _validate(state: OnlineState, requests: pl.DataFrame) -> pl.DataFrame:
 def _build_round(state: OnlineState, reqs: pl.DataFrame) -> pl.DataFrame:
     series = reqs.select(SERIES).unique(maintain_order=True)
     history = state.series_history(series.rows())
-    future = future_rows(series, state.origin, state.spec, history)
-    given = reqs.select(*SERIES, "date", pl.col("price").alias("__price"),
-                        pl.col("on_promo").alias("__promo"))
+    future = future_rows(series, state.origin, state.spec, history, state.dims.get("plan"))
+    names = [c for c in override_types(state.spec) if c in future.columns]
+    given = reqs.select(*SERIES, "date", *[pl.col(c).alias(f"__{c}") for c in names])
     future = future.join(given, on=[*SERIES, "date"], how="left", maintain_order="left")
     future = future.with_columns(
-        price=pl.coalesce("__price", "price").cast(future.schema["price"]),
-        on_promo=pl.coalesce("__promo", "on_promo").cast(future.schema["on_promo"]),
-    ).drop("__price", "__promo")
-    table = build_features(pl.concat([history, future]), state.spec, **state.dims)
-    ahead = (pl.col("date") - pl.lit(state.origin)).dt.total_days() // state.spec.period_days
-    rows = reqs.select("__request", *SERIES, "date").join(
-        table.filter(pl.col("date") > state.origin), on=[*SERIES, "date"], how="left")
-    return rows.with_columns(origin=pl.lit(state.origin, pl.Date),
-                             horizon=ahead.cast(pl.Int32)).select(
-        "__request", "date", *SERIES, "origin", "horizon",
-        pl.exclude("__request", "date", *SERIES, "origin", "horizon"))
+        pl.coalesce(f"__{c}", c).cast(future.schema[c]).alias(c) for c in names
+    ).drop(f"__{c}" for c in names)
+    dims = {k: state.dims.get(k) for k in FEATURE_DIMS}
+    table = build_features(pl.concat([history, future]), state.spec, **dims)
+    rows = finish_rows(table, history, state.origin, state.spec)
+    return reqs.select("__request", *SERIES, "date").join(
+        rows, on=[*SERIES, "date"], how="left").select(
+        "__request", "date", *SERIES, pl.exclude("__request", "date", *SERIES))
 
 
 def encode_state(state: OnlineState) -> dict[str, bytes]:
@@ -168,7 +188,9 @@ def encode_state(state: OnlineState) -> dict[str, bytes]:
     meta = {"format": FORMAT, "origin": state.origin.isoformat(), "versions": state.versions,
             "spec": {"horizon": spec.horizon, "period_days": spec.period_days,
                      "numeric_covariates": list(spec.numeric_covariates),
-                     "categorical_covariates": list(spec.categorical_covariates)},
+                     "categorical_covariates": list(spec.categorical_covariates),
+                     "defaults": [list(d) for d in spec.defaults],
+                     "zero_when": [list(z) for z in spec.zero_when]},
             "series": state.series_count, "rows": state.history.height}
     return {"state.json": json.dumps(meta, indent=1).encode(),
             "history.parquet": parquet(state.history),
@@ -184,7 +206,9 @@ def decode_state(parts: Mapping[str, bytes]) -> OnlineState:
     return OnlineState(
         origin=dt.date.fromisoformat(meta["origin"]),
         spec=FeatureSpec(spec["horizon"], spec["period_days"],
-                         tuple(spec["numeric_covariates"]), tuple(spec["categorical_covariates"])),
+                         tuple(spec["numeric_covariates"]), tuple(spec["categorical_covariates"]),
+                         tuple((k, v) for k, v in spec.get("defaults", [])),
+                         tuple((k, v) for k, v in spec.get("zero_when", []))),
         history=pl.read_parquet(io.BytesIO(parts["history.parquet"])), dims=dims,
         versions=meta["versions"])
 

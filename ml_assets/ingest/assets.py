@@ -7,7 +7,8 @@ import dagster as dg
 import polars as pl
 
 from ml_assets.ingest.landing import ContractError, read_dimension
-from ml_assets.ingest.pipeline import ingest_window, quarantine_predicate
+from ml_assets.ingest.pipeline import QUARANTINE_SCHEMA, ingest_window, quarantine_predicate
+from ml_assets.ingest.plan import PLAN_QUARANTINE_TABLE, PLAN_TABLE, ingest_plan
 from ml_assets.metadata import markdown_table, table_metadata
 from ml_assets.partitions import first_day, window_dates
 from ml_assets.simulation.landing import landed_days
@@ -49,6 +50,37 @@ def _dimension_asset(name: str, key: str) -> dg.AssetsDefinition:
                                                             version))
 
     return _asset
+
+
+@dg.asset(group_name=GROUP, deps=["stores", "items"], kinds={"delta", "polars"},
+          description="The known future: every delivered plan row (promotions, prices, "
+                      "covariates such as open days or holidays, for dates ahead), with its "
+                      "delivery date, so the plan as known on any day can be rebuilt. Bad rows "
+                      "go to `bronze/plan_quarantine` with their reason.")
+def plan(platform: PlatformSettings, delta: DeltaStore) -> dg.MaterializeResult:
+    settings = platform.get()
+    known = {k: delta.read(f"bronze/{n}").get_column(k) if delta.exists(f"bronze/{n}")
+             else None for n, k in (("stores", "store_id"), ("items", "item_id"))}
+    try:
+        result = ingest_plan(settings.dataset, first_day(settings), known["store_id"],
+                             known["item_id"])
+    except ContractError as exc:
+        raise dg.Failure(str(exc)) from exc
+    version = delta.overwrite(PLAN_TABLE, result.bronze)
+    if result.quarantine.height or delta.exists(PLAN_QUARANTINE_TABLE):
+        delta.overwrite(PLAN_QUARANTINE_TABLE, result.quarantine.cast(QUARANTINE_SCHEMA))  # type: ignore[arg-type]
+    bronze = result.bronze
+    return dg.MaterializeResult(metadata={
+        **table_metadata(bronze, delta.uri(PLAN_TABLE), version),
+        "files_read": len(result.files),
+        "rows_in": result.rows_in,
+        "rows_quarantined": result.quarantine.height,
+        "reasons": markdown_table(list(result.reasons.items()), ("reason", "rows")),
+        "deliveries": bronze.get_column("delivered").n_unique(),
+        "last_delivered": str(bronze.get_column("delivered").max()),
+        "planned_dates": f"{bronze.get_column('date').min()} .. "
+                         f"{bronze.get_column('date').max()}",
+    })
 
 
 def build_ingest_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefinition]:
@@ -133,7 +165,7 @@ def build_ingest_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDe
             ],
         )
 
-    return [*dims, sales]
+    return [*dims, plan, sales]
 
 
 def _expected_latest(settings: Settings) -> dt.date:

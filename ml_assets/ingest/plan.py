@@ -22,7 +22,15 @@ from pathlib import Path
 import polars as pl
 
 from ml_assets.ingest.landing import check_columns, list_files, read_raw
-from ml_assets.ingest.validate import align_to_period, flag_known, parse_date, parse_number
+from ml_assets.ingest.validate import (
+    align_to_period,
+    flag_known,
+    known_input_checks,
+    parse_date,
+    parse_number,
+    present,
+    with_reasons,
+)
 from resources.settings import DatasetConfig, FileSource
 
 PLAN_TABLE = "bronze/plan"
@@ -114,7 +122,6 @@ def ingest_plan(ds: DatasetConfig, first_day: dt.date,
 
 def _parse(raw: pl.DataFrame, ds: DatasetConfig, source: FileSource,
            first_day: dt.date) -> pl.DataFrame:
-    present = lambda c: pl.col(c).is_not_null() & (pl.col(c).str.strip_chars() != "")  # noqa: E731
     key = lambda c: pl.when(present(c)).then(pl.col(c).str.strip_chars())  # noqa: E731
     date = align_to_period(parse_date(source), ds, first_day)
     typed = raw.with_columns(
@@ -135,17 +142,10 @@ def _parse(raw: pl.DataFrame, ds: DatasetConfig, source: FileSource,
         ("null date", ~present("date")),
         ("unparseable date", present("date") & pl.col("date_typed").is_null()),
         ("unparseable delivered date", present("delivered") & pl.col("_delivered").is_null()),
-        ("price not a number", present("price") & pl.col("price_typed").is_null()),
-        ("price <= 0", pl.col("price_typed") <= 0),
-        ("on_promo not 0/1",
-         present("on_promo") & ~pl.col("promo_typed").is_in([0.0, 1.0]).fill_null(False)),
-        *[(f"{c.name} not a number", present(c.name) & pl.col(f"{c.name}_typed").is_null())
-          for c in ds.covariates if c.type == "numeric"],
+        *known_input_checks(ds),
         ("date before dataset start", pl.col("date_typed") < pl.lit(first_day)),
     ]
-    reasons = [pl.when(cond.fill_null(False)).then(pl.lit(name)) for name, cond in checks]
-    joined = pl.concat_str(reasons, separator="; ", ignore_nulls=True)
-    return typed.with_columns(pl.when(joined != "").then(joined).alias("reason"))
+    return with_reasons(typed, checks)
 
 
 def _flag_duplicates(frame: pl.DataFrame) -> pl.DataFrame:

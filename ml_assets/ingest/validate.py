@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import polars as pl
 
-from resources.settings import DatasetConfig
+from resources.settings import DatasetConfig, FileSource
 
 KEYS = ["date", "store_id", "item_id"]
 # Not bad data: a correction or re-delivery replaced the row. Kept in quarantine, for the trail,
@@ -31,7 +31,7 @@ def raw_columns(ds: DatasetConfig) -> dict[str, str]:
             **{c.name: c.source for c in ds.covariates}}
 
 
-def _number(col: str) -> pl.Expr:
+def parse_number(col: str) -> pl.Expr:
     """Parses numbers, and booleans as 1/0, from strings; anything else becomes null."""
     s = pl.col(col).str.strip_chars().str.to_lowercase()
     number = (
@@ -43,10 +43,10 @@ def _number(col: str) -> pl.Expr:
     return pl.when(number.is_finite()).then(number)  # "nan" and "inf" are not quantities
 
 
-def _date(ds: DatasetConfig) -> pl.Expr:
-    raw = pl.col("date").str.strip_chars()
-    if ds.sales.date_format:
-        return raw.str.to_date(ds.sales.date_format, strict=False)
+def parse_date(source: FileSource, column: str = "date") -> pl.Expr:
+    raw = pl.col(column).str.strip_chars()
+    if source.date_format:
+        return raw.str.to_date(source.date_format, strict=False)
     # ISO first; a timestamp string keeps its day
     return pl.coalesce(raw.str.to_date("%Y-%m-%d", strict=False),
                        raw.str.slice(0, 10).str.to_date("%Y-%m-%d", strict=False))
@@ -63,16 +63,15 @@ def align_to_period(date: pl.Expr, ds: DatasetConfig, start: dt.date) -> pl.Expr
 def parse(raw: pl.DataFrame, ds: DatasetConfig, first_day: dt.date) -> pl.DataFrame:
     """Adds typed columns (`*_typed`) next to the raw strings and a `reason` per bad row."""
     typed = raw.with_columns(
-        align_to_period(_date(ds), ds, first_day).alias("date_typed"),
+        align_to_period(parse_date(ds.sales), ds, first_day).alias("date_typed"),
         pl.col("store_id").str.strip_chars().alias("store_typed"),
         pl.col("item_id").str.strip_chars().alias("item_typed"),
-        _number("units_sold").alias("units_typed"),
-        _number("price").alias("price_typed"),
-        _number("on_promo").alias("promo_typed"),
-        *[(_number(c.name) if c.type == "numeric" else pl.col(c.name).str.strip_chars())
+        parse_number("units_sold").alias("units_typed"),
+        parse_number("price").alias("price_typed"),
+        parse_number("on_promo").alias("promo_typed"),
+        *[(parse_number(c.name) if c.type == "numeric" else pl.col(c.name).str.strip_chars())
           .alias(f"{c.name}_typed") for c in ds.covariates],
     )
-    present = lambda c: pl.col(c).is_not_null() & (pl.col(c).str.strip_chars() != "")  # noqa: E731
     checks: list[tuple[str, pl.Expr]] = [
         ("null date", ~present("date")),
         ("unparseable date", present("date") & pl.col("date_typed").is_null()),
@@ -80,6 +79,25 @@ def parse(raw: pl.DataFrame, ds: DatasetConfig, first_day: dt.date) -> pl.DataFr
         ("null item_id", ~present("item_id")),
         ("null units_sold", ~present("units_sold")),
         ("units_sold not a number", present("units_sold") & pl.col("units_typed").is_null()),
+        *known_input_checks(ds),
+    ]
+    if ds.negative_units == "quarantine":
+        checks.append(("negative units_sold", pl.col("units_typed") < 0))
+    if ds.end_date is not None:
+        checks.append(("date after dataset end_date", pl.col("date_typed") > pl.lit(ds.end_date)))
+    checks.append(("date before dataset start", pl.col("date_typed") < pl.lit(first_day)))
+    return with_reasons(typed, checks)
+
+
+def present(column: str) -> pl.Expr:
+    """The raw string holds a value (not null, not blank)."""
+    return pl.col(column).is_not_null() & (pl.col(column).str.strip_chars() != "")
+
+
+def known_input_checks(ds: DatasetConfig) -> list[tuple[str, pl.Expr]]:
+    """The rules for the known-in-advance columns (price, on_promo, numeric covariates), on
+    their raw strings and `*_typed` parses: the same in sales and plan files."""
+    return [
         ("price not a number", present("price") & pl.col("price_typed").is_null()),
         ("price <= 0", pl.col("price_typed") <= 0),
         ("on_promo not 0/1",
@@ -87,17 +105,16 @@ def parse(raw: pl.DataFrame, ds: DatasetConfig, first_day: dt.date) -> pl.DataFr
         *[(f"{c.name} not a number", present(c.name) & pl.col(f"{c.name}_typed").is_null())
           for c in ds.covariates if c.type == "numeric"],
     ]
-    if ds.negative_units == "quarantine":
-        checks.append(("negative units_sold", pl.col("units_typed") < 0))
-    if ds.end_date is not None:
-        checks.append(("date after dataset end_date", pl.col("date_typed") > pl.lit(ds.end_date)))
-    checks.append(("date before dataset start", pl.col("date_typed") < pl.lit(first_day)))
+
+
+def with_reasons(typed: pl.DataFrame, checks: list[tuple[str, pl.Expr]]) -> pl.DataFrame:
+    """`typed` with a `reason` column: the names of the checks a row fails, or null."""
     reasons = [pl.when(cond.fill_null(False)).then(pl.lit(name)) for name, cond in checks]
     joined = pl.concat_str(reasons, separator="; ", ignore_nulls=True)
     return typed.with_columns(pl.when(joined != "").then(joined).alias("reason"))
 
 
-def _flag_known(frame: pl.DataFrame, key: str, known: pl.Series | None) -> pl.DataFrame:
+def flag_known(frame: pl.DataFrame, key: str, known: pl.Series | None) -> pl.DataFrame:
     if known is None or known.is_empty():
         return frame  # no attribute file: every id is known
     typed = {"store_id": "store_typed", "item_id": "item_typed"}[key]
@@ -135,8 +152,8 @@ def split_sales(
 ) -> Split:
     """Raw rows (strings, with source_file, row_number and `_file_rank`) to bronze + quarantine."""
     checked = parse(raw, ds, first_day)
-    checked = _flag_known(checked, "store_id", known_stores)
-    checked = _flag_known(checked, "item_id", known_items)
+    checked = flag_known(checked, "store_id", known_stores)
+    checked = flag_known(checked, "item_id", known_items)
     checked = _flag_duplicates(checked)
     good = checked.filter(pl.col("reason").is_null())
     clipped = (pl.col("units_typed") < 0) if ds.negative_units == "clip" else pl.lit(False)

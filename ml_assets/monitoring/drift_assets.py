@@ -52,7 +52,8 @@ def window_of(day: dt.date, period_days: int) -> tuple[dt.date, dt.date]:
 
 
 def _with_prediction(frame: pl.DataFrame, model: RegisteredModel | None) -> pl.DataFrame:
-    if model is None or frame.is_empty():
+    # A baseline champion forecasts from origin-relative columns the feature rows do not have
+    if model is None or model.booster is None or frame.is_empty():
         return frame
     return frame.with_columns(pl.Series(PREDICTION, model.predict(frame), dtype=pl.Float64))
 

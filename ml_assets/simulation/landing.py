@@ -1,4 +1,6 @@
-"""Landing the simulated world's days as files, the way a retailer's daily drop arrives."""
+"""Landing the simulated world's days as files, the way a retailer's daily drop arrives: one
+sales file per day, and on Mondays the plan delivery known at the end of that day
+(`World.write_landing`). A delivery is written when its day lands, never earlier."""
 
 from __future__ import annotations
 
@@ -6,7 +8,7 @@ import datetime as dt
 import json
 from pathlib import Path
 
-from ml_assets.simulation.world import Scenario, World, WorldConfig
+from ml_assets.simulation.world import Scenario, World, WorldConfig, check_scenario
 from resources.settings import Settings
 
 SCENARIOS_FILE = "scenarios.json"
@@ -47,6 +49,7 @@ def landed_days(settings: Settings) -> list[dt.date]:
 
 
 def add_scenario(settings: Settings, kind: str, start: dt.date, magnitude: float) -> None:
+    check_scenario(Scenario(kind=kind, start=start, magnitude=magnitude))  # type: ignore[arg-type]
     path = settings.landing_dir / SCENARIOS_FILE
     saved = json.loads(path.read_text()) if path.exists() else []
     saved.append({"kind": kind, "start": start.isoformat(), "magnitude": magnitude})

@@ -8,13 +8,30 @@ backwards (post-promo dip, stock-out runs) is re-derived from the earlier days' 
 Transcendental maths (exp, cos, **) runs only on static tables or fixed-shape per-week/per-block
 rows; chunk-sized arrays see only + * / and comparisons, exact per element, so no value can
 depend on where it sits inside a chunk.
+
+Closed days: a drawn subset of stores (mostly rural ones) closes on the public holidays (the
+events with is_holiday = 1). Their rows on those days exist with units_sold 0 and open 0; every
+other row has open 1. Units are drawn as if open and zeroed afterwards, so closing changes no
+other row.
+
+The plan (the known future), delivered every Monday d as ``plan(d)``, about days d+1 .. d+42:
+one row per (store, item, day) of a planned promotion (on_promo 1, the promotion price), a row
+with on_promo 0 where an earlier delivery planned a promotion this one no longer does, and a
+store-level row (no item_id) with open 0 per closed day. Per (item, Monday-week) a draw of its
+own stream decides the late changes: some promotions enter the plan only in the last one or two
+deliveries before they start; some that never run (``u`` just above the promotion threshold) are
+planned in early deliveries and cancelled one to three weeks before they would start. So the
+last delivery before a day agrees with that day's on_promo and open, except under plan_miss.
+A delivery knows only the scenarios started by its day (the world never lands the future, and
+one landed earlier was written without them): ``plan(d)`` is that of ``_known_at(d)``, and a
+delivery written before a scenario was added equals what the world with the scenario gives.
 """
 
 from __future__ import annotations
 
 import os
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date, timedelta
 from pathlib import Path
 from typing import Literal
@@ -23,11 +40,21 @@ import numpy as np
 import polars as pl
 
 _STORES, _ITEMS, _DEMAND, _STOCKOUT, _PRICE, _PROMO = 1, 2, 10, 11, 12, 13  # rng stream ids
+_PLAN, _CLOSING = 14, 15
 _EPOCH = date(1970, 1, 1).toordinal()
 _CHUNK_CELLS = 2_000_000  # days x series per chunk: vectorised, yet ~16 MB per temporary array
 _LOOKBACK = 3  # post-promo dip and stock-out runs both reach back at most 3 days
 SALES_SCHEMA = {"date": pl.Date, "store_id": pl.Utf8, "item_id": pl.Utf8,
-                "units_sold": pl.Int64, "price": pl.Float64, "on_promo": pl.Int8}
+                "units_sold": pl.Int64, "price": pl.Float64, "on_promo": pl.Int8,
+                "open": pl.Int8}
+# A plan delivery; a null means "the plan says nothing about this" (an empty CSV field).
+PLAN_SCHEMA = {"date": pl.Date, "store_id": pl.Utf8, "item_id": pl.Utf8,
+               "on_promo": pl.Int8, "price": pl.Float64, "open": pl.Int8}
+PLAN_WEEKS = 6  # a Monday delivery plans the next six weeks: a 28-day horizon plus slack
+_LATE_SHARE = 0.06  # of promotions, planned only in the last one or two deliveries before them
+_CANCEL_SHARE = 0.05  # planned, then cancelled, as a share of the promotions that run
+_CLOSING_SHARE = {"rural": 0.6, "suburban": 0.2, "urban": 0.2}  # stores closed on holidays
+SCENARIO_KINDS = ("level_shift", "price_shock", "promo_regime", "new_store", "plan_miss")
 
 # store type: weekly profile Mon..Sun (weekend peak shape differs by type), size range in sqm
 _STORE_TYPES = {
@@ -91,10 +118,20 @@ _EVENTS = (
 
 @dataclass(frozen=True)
 class Scenario:
-    kind: Literal["level_shift", "price_shock", "promo_regime", "new_store"]
+    kind: Literal["level_shift", "price_shock", "promo_regime", "new_store", "plan_miss"]
     start: date
-    magnitude: float = 1.3  # demand / price / promo-probability multiplier; new_store ignores it
+    # demand / price / promo-probability multiplier; new_store ignores it; for plan_miss the
+    # share (0..1) of the promotions starting from `start` that no delivery from then on plans
+    magnitude: float = 1.3
     stores: tuple[str, ...] = ()  # empty = all stores; for new_store: the new store id(s)
+
+
+def check_scenario(sc: Scenario) -> None:
+    if sc.kind not in SCENARIO_KINDS:
+        raise ValueError(f"unknown scenario kind {sc.kind!r}")
+    if sc.kind == "plan_miss" and not 0 <= sc.magnitude <= 1:
+        raise ValueError(f"plan_miss takes a share in [0, 1] (e.g. plan_miss:0.5), "
+                         f"got {sc.magnitude}")
 
 
 @dataclass(frozen=True)
@@ -127,8 +164,9 @@ class World:
     def __init__(self, config: WorldConfig) -> None:
         self.config = config
         for sc in config.scenarios:
-            if sc.kind not in ("level_shift", "price_shock", "promo_regime", "new_store"):
-                raise ValueError(f"unknown scenario kind {sc.kind!r}")
+            check_scenario(sc)
+        self._known: dict[tuple[Scenario, ...], World] = {}
+        self._listings: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # delivery -> listed
         self._o_start, self._cats = config.start_date.toordinal(), list(_CATEGORIES)
         self._build_items()
         self._build_stores()
@@ -212,6 +250,10 @@ class World:
         self._base = ((size / 2000.0) ** 0.5)[:, None] * self._pop[None, :]
         self._so_p = np.where(fragile, 0.008, 0.0005)  # stock-out run start probability
         self._store_ids, self._keys = ids, [zlib.crc32(i.encode()) for i in ids]
+        # closes on holidays: a draw per store id, so an appended (new) store changes no other
+        share = [_CLOSING_SHARE[t] for t in _STORE_TYPES]
+        self._closes = np.array([self._rng(_CLOSING, key).random() < share[t]
+                                 for key, t in zip(self._keys, self._type, strict=True)], bool)
         self._order = np.argsort(np.array(ids), kind="stable")  # internal -> sorted store axis
         self._sorted_ids = pl.Series([ids[i] for i in self._order])
         unknown = {i for sc in self.config.scenarios for i in sc.stores} - set(ids)
@@ -258,26 +300,39 @@ class World:
                     eff[o - lag - o0] *= on_day if lag == 0 else 1 + (pre - 1) * ramp
         return eff
 
+    def _promo_draws(self, w0: int, w1: int) -> tuple[np.ndarray, ...]:
+        """Per Monday-week w0..w1 (week = (ordinal - 1) // 7) and item: the uniform that decides
+        whether a 7-day promo starts that week, its start offset and start ordinal (weeks,
+        items), and the threshold the uniform must stay below (weeks, stores or 1, items)."""
+        n = self.config.n_items
+        u, off = np.empty((w1 - w0 + 1, n)), np.empty((w1 - w0 + 1, n), np.int64)
+        for j in range(len(u)):
+            rng = self._rng(int(w0 + j) * 7 + 1, _PROMO)
+            u[j], off[j] = rng.random(n), rng.integers(0, 7, n)
+        thresh = np.broadcast_to(self._promo_p, (len(u), 1, n))
+        starts = (np.arange(w0, w1 + 1) * 7 + 1)[:, None] + off
+        for sc in (s for s in self.config.scenarios if s.kind == "promo_regime"):
+            on = (starts >= sc.start.toordinal())[:, None, :] & self._store_mask(sc)[None, :, None]
+            thresh = thresh * np.where(on, sc.magnitude, 1.0)
+        return u, off, starts, thresh
+
+    @staticmethod
+    def _by_day(events: np.ndarray, off: np.ndarray, ords: np.ndarray, w0: int) -> np.ndarray:
+        """Day flags (days, stores or 1, items) from per-week flags (weeks from w0, stores or 1,
+        items) of 7-day promos: one starting on offset `off` of its week runs from there to the
+        day before that offset in the next week."""
+        wi, dow = (ords - 1) // 7 - w0, ((ords - 1) % 7)[:, None]
+        return (events[wi] & (off[wi] <= dow)[:, None, :]) | (
+            events[wi - 1] & (off[wi - 1] > dow)[:, None, :])
+
     def _promo(self, o0: int, o1: int) -> tuple[np.ndarray, np.ndarray]:
         """Promo and post-promo-dip flags, shape (days, stores or 1, items)."""
         # Each (item, Monday-week) draws whether a 7-day promo starts that week and on which day,
         # so a day's flag needs only its own and the previous week's draws.
         ords = np.arange(o0 - _LOOKBACK, o1)
-        weeks = (ords - 1) // 7
-        w0, n = weeks[0] - 1, self.config.n_items
-        u, off = np.empty((weeks[-1] - w0 + 1, n)), np.empty((weeks[-1] - w0 + 1, n), np.int64)
-        for j in range(len(u)):
-            rng = self._rng(int(w0 + j) * 7 + 1, _PROMO)
-            u[j], off[j] = rng.random(n), rng.integers(0, 7, n)
-        thresh = np.broadcast_to(self._promo_p, (len(u), 1, n))
-        starts = (np.arange(w0, weeks[-1] + 1) * 7 + 1)[:, None] + off
-        for sc in (s for s in self.config.scenarios if s.kind == "promo_regime"):
-            on = (starts >= sc.start.toordinal())[:, None, :] & self._store_mask(sc)[None, :, None]
-            thresh = thresh * np.where(on, sc.magnitude, 1.0)
-        started = u[:, None, :] < thresh
-        wi, dow = weeks - w0, ((ords - 1) % 7)[:, None]
-        flag = (started[wi] & (off[wi] <= dow)[:, None, :]) | (
-            started[wi - 1] & (off[wi - 1] > dow)[:, None, :])
+        w0 = (ords[0] - 1) // 7 - 1
+        u, off, _, thresh = self._promo_draws(w0, (ords[-1] - 1) // 7)
+        flag = self._by_day(u[:, None, :] < thresh, off, ords, w0)
         promo = flag[_LOOKBACK:]
         recent = flag[_LOOKBACK - 1:-1] | flag[_LOOKBACK - 2:-2] | flag[:-_LOOKBACK]
         return promo, ~promo & recent
@@ -310,9 +365,48 @@ class World:
             sc = self.config.scenarios[i]
             on = (ords[:, None] >= sc.start.toordinal()) & self._store_mask(sc)[None, :]
             lam = lam * np.where(on[:, :, None], row, 1.0)
+        price = self._shelf_price(ords, promo, drift)
+        return lam, price, np.broadcast_to(promo, lam.shape)
+
+    def _shelf_price(self, ords: np.ndarray, promo: np.ndarray | bool,
+                     drift: np.ndarray) -> np.ndarray:
+        """Price per (day, store, item): base price, promo discount, 4-week drift, shocks."""
         price = self._price * np.where(promo, 1 - self._disc, 1.0) * drift[:, None, :]
         price = price * self._scenario_factor("price_shock", ords)[:, :, None]
-        return lam, np.maximum(np.round(price, 2), 0.01), np.broadcast_to(promo, lam.shape)
+        return np.maximum(np.round(price, 2), 0.01)
+
+    def _active(self, ords: np.ndarray) -> np.ndarray:
+        """Series that exist per day (days, stores, items): item launched, not retired, store
+        open."""
+        active = ((ords[:, None] >= self._launch) & (ords[:, None] <= self._retire))[:, None, :]
+        return active & (ords[:, None] >= self._open)[:, :, None]
+
+    def _closed(self, ords: np.ndarray) -> np.ndarray:
+        """(days, stores): the store is closed that day (a public holiday, a closing store)."""
+        holiday = np.zeros(len(ords), bool)
+        if len(ords):
+            for o, k in self._events(int(ords[0]), int(ords[-1]) + 1):
+                if _EVENTS[k][1] and ords[0] <= o <= ords[-1]:
+                    holiday[o - ords[0]] = True
+        return holiday[:, None] & self._closes[None, :]
+
+    def _cells(self, ords: np.ndarray, mask: np.ndarray, **values: np.ndarray) -> pl.DataFrame:
+        """One row per true cell of `mask` (days, stores, items), sorted by date, store_id,
+        item_id, with the same cells of `values` (each broadcast to the mask's shape)."""
+        n_stores, n_items = mask.shape[1:]
+        full = {k: np.broadcast_to(v, mask.shape) for k, v in values.items()}
+        if not np.array_equal(self._order, np.arange(n_stores)):  # rows sort by store_id
+            mask = mask[:, self._order]
+            full = {k: v[:, self._order] for k, v in full.items()}
+        idx = np.flatnonzero(mask)
+        day, series = np.divmod(idx, n_stores * n_items)
+        store, item = np.divmod(series, n_items)
+        return pl.DataFrame({
+            "date": pl.Series(ords[day] - _EPOCH, dtype=pl.Int32).cast(pl.Date),
+            "store_id": self._sorted_ids.gather(store),
+            "item_id": self.items["item_id"].gather(item),
+            **{k: v.reshape(-1)[idx] for k, v in full.items()},
+        })
 
     def _draw_units(self, o0: int, lam: np.ndarray) -> np.ndarray:
         """Negative-binomial units with stock-outs; o0 is a Monday, lam spans whole weeks."""
@@ -339,23 +433,13 @@ class World:
         """Rows for the days in [keep) out of the whole Monday-weeks [o0, o1)."""
         lam, price, promo = self._expected(o0, o1)
         units = self._draw_units(o0, lam)
-        ords, (_, n_stores, n_items) = np.arange(o0, o1), lam.shape
-        active = ((ords[:, None] >= self._launch) & (ords[:, None] <= self._retire))[:, None, :]
-        active = active & (ords[:, None] >= self._open)[:, :, None]
-        active = active & ((ords >= keep[0]) & (ords < keep[1]))[:, None, None]
-        if not np.array_equal(self._order, np.arange(n_stores)):  # rows sort by store_id
-            active, units, price, promo = (a[:, self._order] for a in (active, units, price, promo))
-        idx = np.flatnonzero(active)
-        day, series = np.divmod(idx, n_stores * n_items)
-        store, item = np.divmod(series, n_items)
-        return pl.DataFrame({
-            "date": pl.Series(ords[day] - _EPOCH, dtype=pl.Int32).cast(pl.Date),
-            "store_id": self._sorted_ids.gather(store),
-            "item_id": self.items["item_id"].gather(item),
-            "units_sold": units.reshape(-1)[idx],
-            "price": price.reshape(-1)[idx],
-            "on_promo": promo.reshape(-1)[idx].astype(np.int8),
-        }, schema=SALES_SCHEMA)
+        ords = np.arange(o0, o1)
+        closed = self._closed(ords)[:, :, None]
+        units = np.where(closed, 0, units)  # drawn as if open: closing changes no other row
+        active = self._active(ords) & ((ords >= keep[0]) & (ords < keep[1]))[:, None, None]
+        return self._cells(ords, active, units_sold=units, price=price,
+                           on_promo=promo.astype(np.int8), open=(~closed).astype(np.int8),
+                           ).cast(SALES_SCHEMA)  # type: ignore[arg-type]
 
     def _step(self) -> int:
         """Days per chunk: whole weeks, about _CHUNK_CELLS cells (days x series)."""
@@ -368,10 +452,112 @@ class World:
                   for a in range(first, o1, step)]
         return pl.concat(frames) if frames else pl.DataFrame(schema=SALES_SCHEMA)
 
+    # --- the plan ------------------------------------------------------------------------------
+
+    def _known_at(self, o: int) -> World:
+        """This world as known at the end of day `o`: only the scenarios started by then."""
+        known = tuple(sc for sc in self.config.scenarios if sc.start.toordinal() <= o)
+        if known == self.config.scenarios:
+            return self
+        if known not in self._known:
+            self._known[known] = World(replace(self.config, scenarios=known))
+        return self._known[known]
+
+    def _listed(self, d: int) -> tuple[np.ndarray, np.ndarray]:
+        """The promotion days delivery `d` plans, as this world knows them (call it on
+        ``_known_at(d)``): a flag and the promotion price per (day d+1.., store, item)."""
+        if d in self._listings:
+            return self._listings[d]
+        ords = np.arange(d + 1, d + 1 + 7 * PLAN_WEEKS)
+        w0, w1 = (ords[0] - 1) // 7 - 1, (ords[-1] - 1) // 7
+        u, off, starts, thresh = self._promo_draws(w0, w1)
+        r = np.stack([self._rng(w * 7 + 1, _PLAN).random((3, self.config.n_items))
+                      for w in range(int(w0), int(w1) + 1)])  # (weeks, 3, items)
+        # promotions that run; a late one is planned only from 1 or 2 weeks before its start
+        lead = np.where(r[:, 0] < _LATE_SHARE, np.where(r[:, 1] < 0.5, 7, 14), 10**6)
+        planned = (u[:, None, :] < thresh) & (d >= starts - lead)[:, None, :]
+        for sc in (s for s in self.config.scenarios if s.kind == "plan_miss"):
+            missed = (starts >= sc.start.toordinal()) & (r[:, 2] < sc.magnitude)
+            planned = planned & ~(missed[:, None, :] & self._store_mask(sc)[None, :, None])
+        # promotions that do not run (just above the threshold): planned until cancelled 1 to 3
+        # weeks before their start
+        phantom = (u[:, None, :] >= thresh) & (u[:, None, :] < thresh * (1 + _CANCEL_SHARE))
+        cancel = 7 * (1 + np.minimum((r[:, 1] * 3).astype(np.int64), 2))
+        phantom = phantom & (d < starts - cancel)[:, None, :]
+        listed = self._by_day(planned | phantom, off, ords, w0) & self._active(ords)
+        price = self._shelf_price(ords, True, self._drift(ords)[0])
+        if len(self._listings) >= 2 * PLAN_WEEKS:  # deliveries come in order: keep the last few
+            del self._listings[next(iter(self._listings))]
+        self._listings[d] = listed, price
+        return listed, price
+
+    def plan(self, delivered: date) -> pl.DataFrame:
+        """The plan delivered at the end of `delivered` (a Monday) about the next six weeks
+        (PLAN_SCHEMA; nulls say nothing): promotion days with on_promo 1 and their price, on_promo
+        0 where an earlier delivery planned a promotion this one does not, and store-level rows
+        (item_id null) with open 0 on closed days."""
+        d = delivered.toordinal()
+        if (d - 1) % 7:
+            raise ValueError(f"plan deliveries are on Mondays; {delivered} is a "
+                             f"{delivered.strftime('%A')}")
+        known = self._known_at(d)
+        listed, price = known._listed(d)
+        n_days, pos = 7 * PLAN_WEEKS, {s: i for i, s in enumerate(known._store_ids)}
+        earlier = np.zeros_like(listed)  # planned by a delivery of the last weeks
+        for p in range(d - n_days + 7, d, 7):  # those that reach past d
+            before = self._known_at(p)
+            flags, _ = before._listed(p)
+            stores = [pos[s] for s in before._store_ids]  # scenarios only add stores
+            earlier[: p + n_days - d, stores] |= flags[d - p:]
+        dropped = earlier & ~listed
+        # promotion cells (day, store, item), then store-level closures; sorted as one
+        day, store, item = np.nonzero(listed | dropped)
+        on_promo = listed[day, store, item]
+        cost = np.where(on_promo, price[day, store, item], np.nan)
+        ords = np.arange(d + 1, d + 1 + n_days)
+        closed = known._closed(ords) & (ords[:, None] >= known._open[None, :])
+        c_day, c_store = np.nonzero(closed)
+        rank = np.empty(len(known._order), np.int64)  # internal store -> position by store_id
+        rank[known._order] = np.arange(len(known._order))
+        days = np.concatenate([day, c_day])
+        stores = rank[np.concatenate([store, c_store])]
+        items = np.concatenate([item, np.full(len(c_day), -1)])
+        o = np.lexsort((items, stores, days))
+        level = pl.Series(items[o] < 0)  # a store-level row: no item, no promotion, not open
+        pad = np.zeros(len(c_day))
+        cells = pl.DataFrame({
+            "date": pl.Series(ords[days[o]] - _EPOCH, dtype=pl.Int32).cast(pl.Date),
+            "store_id": known._sorted_ids.gather(stores[o]),
+            "item_id": known.items["item_id"].gather(np.maximum(items[o], 0)).set(level, None),
+            "on_promo": pl.Series(np.concatenate([on_promo, pad])[o]).set(level, None),
+            "price": pl.Series(np.concatenate([cost, pad + np.nan])[o]).fill_nan(None),
+            "open": pl.Series(np.zeros(len(o))).set(~level, None),
+        }).cast(PLAN_SCHEMA)  # type: ignore[arg-type]
+        return pl.concat([cells, known._price_plan(ords)]).sort(
+            "date", "store_id", "item_id", nulls_last=True)
+
+    def _price_plan(self, ords: np.ndarray) -> pl.DataFrame:
+        """The regular price of every item on each day (item-level rows: every store), with its
+        4-week drift; a price shock is not in it (it is a surprise)."""
+        regular = np.maximum(np.round(self._price * self._drift(ords)[0], 2), 0.01)
+        n_days, n_items = regular.shape
+        return pl.DataFrame({
+            "date": pl.Series(np.repeat(ords, n_items) - _EPOCH, dtype=pl.Int32).cast(pl.Date),
+            "store_id": pl.Series([None] * (n_days * n_items), dtype=pl.Utf8),
+            "item_id": pl.Series(np.tile(self.items["item_id"].to_numpy(), n_days)),
+            "on_promo": pl.Series([None] * (n_days * n_items), dtype=pl.Int8),
+            "price": regular.reshape(-1),
+            "open": pl.Series([None] * (n_days * n_items), dtype=pl.Int8),
+        }).cast(PLAN_SCHEMA)  # type: ignore[arg-type]
+
     def write_landing(self, landing_dir: Path, start: date, end: date,
                       fmt: Literal["csv", "parquet"] = "csv") -> list[Path]:
+        """Lands the days [start, end): one sales file per day and, on each Monday among them,
+        that day's plan delivery (plan/plan_<day>), written just before the day's sales file.
+        Returns the sales files."""
         landing_dir = Path(landing_dir)
         (landing_dir / "sales").mkdir(parents=True, exist_ok=True)
+        (landing_dir / "plan").mkdir(parents=True, exist_ok=True)
         # Attributes first, so whoever reacts to a new sales file can already join them.
         cal_start = min(self.config.start_date, start)
         for name, df in (("stores", self.stores), ("items", self.items),
@@ -385,7 +571,11 @@ class World:
             days = df["date"].to_physical().to_numpy()
             cuts = np.searchsorted(days, np.arange(a, b + 1) - _EPOCH)
             for o, lo, hi in zip(range(a, b), cuts[:-1], cuts[1:], strict=True):
-                path = landing_dir / "sales" / f"sales_{date.fromordinal(o).isoformat()}.{fmt}"
+                day = date.fromordinal(o)
+                if (o - 1) % 7 == 0:  # a Monday: the delivery known at the end of this day
+                    plan_path = landing_dir / "plan" / f"plan_{day.isoformat()}.{fmt}"
+                    _atomic_write(self.plan(day), plan_path, fmt)
+                path = landing_dir / "sales" / f"sales_{day.isoformat()}.{fmt}"
                 _atomic_write(df.slice(int(lo), int(hi - lo)), path, fmt)
                 paths.append(path)
         return paths

@@ -10,8 +10,9 @@ import mlflow
 import polars as pl
 import xgboost as xgb
 from mlflow.models import infer_signature
+from pydantic import field_validator
 
-from ml_assets.features.assets import FEATURES_TABLE
+from ml_assets.features.assets import FEATURES_TABLE, feature_spec
 from ml_assets.metadata import table_metadata
 from ml_assets.training.dataset import (
     TARGET,
@@ -67,14 +68,19 @@ def training_set(context: dg.AssetExecutionContext, platform: PlatformSettings,
                  delta: DeltaStore) -> dg.MaterializeResult:
     ds = platform.get().dataset
     features_version = delta.version(FEATURES_TABLE)
-    frame = split_by_time(delta.read(FEATURES_TABLE, features_version), ds.horizon_periods,
-                          ds.period_days, ds.training_window_periods)
+    features = delta.read(FEATURES_TABLE, features_version)
+    # Rows the dataset's rule forces to 0 (closed days) are forecast as 0, never by the model:
+    # they stay out of its loss.
+    forced = features.select(feature_spec(ds).forced_zero()).to_series()
+    frame = split_by_time(features.filter(~forced), ds.horizon_periods, ds.period_days,
+                          ds.training_window_periods)
     version = delta.overwrite(TRAINING_TABLE, frame)
     counts = dict(frame.group_by("split").len().rows())
     return dg.MaterializeResult(metadata={
         **table_metadata(frame, delta.uri(TRAINING_TABLE), version),
         "features_delta_version": features_version,
         "bronze_sales_delta_version": delta.version("bronze/sales"),
+        "forced_zero_rows_left_out": int(forced.sum()),
         "train_rows": counts.get("train", 0),
         "valid_rows": counts.get("valid", 0),
         "history_rows": counts.get("history", 0),
@@ -85,6 +91,16 @@ def training_set(context: dg.AssetExecutionContext, platform: PlatformSettings,
 class TrainingConfig(dg.Config):
     max_rounds: int = 600  # early stopping usually ends far sooner
     early_stopping_rounds: int = 30
+    # The objectives fitted; the lowest validation WAPE wins. One objective pins the recipe.
+    objectives: list[str] = list(OBJECTIVES)
+
+    @field_validator("objectives")
+    @classmethod
+    def _known(cls, names: list[str]) -> list[str]:
+        unknown = [n for n in names if n not in OBJECTIVES]
+        if unknown or not names:
+            raise ValueError(f"objectives {unknown or names}: choose among {list(OBJECTIVES)}")
+        return names
 
 
 def config_hash(settings: Settings, config: TrainingConfig) -> str:
@@ -121,7 +137,8 @@ def demand_model(context: dg.AssetExecutionContext, config: TrainingConfig
     x_train, x_valid = to_matrix(train, columns, levels), to_matrix(valid, columns, levels)
     result = fit(x_train, train.get_column(TARGET).to_numpy(), x_valid,
                  valid.get_column(TARGET).to_numpy(), max_rounds=config.max_rounds,
-                 early_stopping=config.early_stopping_rounds)
+                 early_stopping=config.early_stopping_rounds,
+                 objectives=tuple(config.objectives))
     trigger = run_trigger(context)
     lineage = {"delta.training_set": training_version,
                "delta.features": delta.version(FEATURES_TABLE),

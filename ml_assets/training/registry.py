@@ -24,15 +24,33 @@ from ml_assets.training.dataset import Columns, to_matrix
 from ml_assets.training.model import predict
 from resources.tracking import REGISTERED_MODEL
 
+BASELINE_KIND = "baseline"
+
+
+def zeroed(frame: pl.DataFrame, units: np.ndarray) -> np.ndarray:
+    """Forecasts with the rows the dataset's `zero_when` rule forces (`forced_zero`) set to 0."""
+    if "forced_zero" not in frame.columns:
+        return units
+    return np.where(frame.get_column("forced_zero").fill_null(False).to_numpy(), 0.0, units)
+
 
 @dataclass
 class RegisteredModel:
+    """A registry version: an XGBoost booster with its columns, or a baseline (no booster), whose
+    forecast is one column of the rows (`seasonal_naive`, `moving_average_28`) as
+    `ml_assets.forecasting.horizon.finish_rows` computes it at the origin."""
+
     version: str
     run_id: str
-    booster: xgb.Booster
+    booster: xgb.Booster | None
     columns: Columns
     levels: dict[str, list[str]]
     tags: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def baseline(self) -> str | None:
+        """The column a baseline forecasts with; None for a booster."""
+        return self.tags.get("baseline_column") if self.booster is None else None
 
     def matrix(self, frame: pl.DataFrame) -> pd.DataFrame:
         """Feature rows in this model's columns and levels; a column it knows but the rows lack
@@ -42,12 +60,17 @@ class RegisteredModel:
         return to_matrix(frame, self.columns, self.levels)
 
     def predict(self, frame: pl.DataFrame) -> np.ndarray:
-        return predict(self.booster, self.matrix(frame))
+        if self.booster is None:
+            units = frame.get_column(str(self.baseline)).fill_null(0.0).to_numpy()
+        else:
+            units = predict(self.booster, self.matrix(frame))
+        return zeroed(frame, units)
 
     @property
     def column_info(self) -> dict[str, object]:
         return {"numeric": self.columns.numeric, "categorical": self.columns.categorical,
-                "category_levels": self.levels}
+                "category_levels": self.levels,
+                **({"baseline": self.baseline} if self.baseline else {})}
 
 
 def registry_client(tracking_uri: str) -> mlflow.MlflowClient:
@@ -82,6 +105,10 @@ def _pointed_at(tracking_uri: str) -> Iterator[None]:
 def load_version(tracking_uri: str, version: str) -> RegisteredModel:
     client = registry_client(tracking_uri)
     mv = client.get_model_version(REGISTERED_MODEL, version)
+    if mv.tags.get("model_kind") == BASELINE_KIND:
+        column = mv.tags["baseline_column"]
+        return RegisteredModel(version=str(mv.version), run_id=mv.run_id, booster=None,
+                               columns=Columns([column], []), levels={}, tags=dict(mv.tags))
     with tempfile.TemporaryDirectory() as tmp, _pointed_at(tracking_uri):
         booster = mlflow.xgboost.load_model(f"models:/{REGISTERED_MODEL}/{version}")
         features_file = client.download_artifacts(mv.run_id, "features.json", tmp)
@@ -96,3 +123,15 @@ def load_alias(tracking_uri: str, alias: str) -> RegisteredModel | None:
     client = registry_client(tracking_uri)
     version = alias_version(client, alias)
     return None if version is None else load_version(tracking_uri, version)
+
+
+def register_baseline(tracking_uri: str, run_id: str, artifact_uri: str, column: str,
+                      tags: dict[str, str]) -> str:
+    """Registers a baseline as a new version: its artifact is a JSON file naming the column it
+    forecasts with (`baseline/baseline.json`, logged in the run by the caller), never a pickle.
+    Returns the version."""
+    client = registry_client(tracking_uri)
+    mv = client.create_model_version(
+        REGISTERED_MODEL, source=f"{artifact_uri.rstrip('/')}/baseline", run_id=run_id,
+        tags={"model_kind": BASELINE_KIND, "baseline_column": column, **tags})
+    return str(mv.version)

@@ -18,6 +18,7 @@ from pathlib import Path
 import dagster as dg
 import mlflow
 import polars as pl
+import pytest
 
 from ml_assets.definitions import build_definitions
 from resources.delta import DeltaStore
@@ -255,3 +256,74 @@ def test_dept_weekly_example_ingests_walmart_shaped_files(tmp_path: Path) -> Non
     # 62 weeks: three full 8-week origins, holiday weeks and clipped returns included
     report = _train_and_evaluate(tmp_path, "dept_weekly.yaml", instance, "2012-11-10")
     assert report["origins"] == [str(WALMART_END - dt.timedelta(weeks=8 * k)) for k in (3, 2, 1)]
+
+
+# --- the known future: Kaggle's test.csv as the plan, served as scored -------------------------
+
+PLAN_DAYS = 42
+
+
+def _rossmann_plan(data: Path) -> list[list[object]]:
+    """test.csv as Kaggle ships it: Id first, the future days newest first, no Sales; Open
+    empty on some days (as for store 622), a holiday, promotions on alternate weeks."""
+    rows: list[list[object]] = []
+    days = _days(ROSSMANN_END + dt.timedelta(days=1), ROSSMANN_END + dt.timedelta(days=PLAN_DAYS))
+    for day in reversed(days):
+        for store in range(1, ROSSMANN_STORES + 1):
+            holiday = "a" if day == dt.date(2015, 8, 15) else "0"
+            is_open: object = int(day.weekday() != 6 and holiday == "0")
+            if store == 3 and day.weekday() == 2:
+                is_open = ""  # unknown: the YAML's default (1) applies
+            promo = int(day.weekday() < 5 and day.isocalendar().week % 2 == 0)
+            rows.append([len(rows) + 1, store, day.isoweekday(), day.isoformat(), is_open, promo,
+                         holiday, int(day.month == 8)])
+    _write_csv(data / "test.csv", ["Id", "Store", "DayOfWeek", "Date", "Open", "Promo",
+                                   "StateHoliday", "SchoolHoliday"], rows)
+    return rows
+
+
+def test_store_daily_forecasts_use_the_plan_and_equal_the_backtest_rows(tmp_path: Path) -> None:
+    from ml_assets.evaluation.assets import rows_at
+    from ml_assets.training.registry import load_alias
+
+    _rossmann(tmp_path / "data")
+    plan_rows = _rossmann_plan(tmp_path / "data")
+    shutil.copy(EXAMPLES / "store_daily.yaml", tmp_path / "store_daily.yaml")
+    instance = dg.DagsterInstance.ephemeral()
+    result, delta, _ = _run(tmp_path, "store_daily.yaml", "full_pipeline", instance,
+                            "2015-08-15")
+    mlflow.end_run()
+    assert result.success
+    plan = delta.read("bronze/plan")
+    assert plan.height == len(plan_rows)
+    assert set(plan.get_column("delivered").unique()) == {ROSSMANN_END}
+    features = delta.read("gold/forecast_features")
+    # Open, the holiday flags and promotions of the plan reach the served rows; empty Open
+    # values take the YAML's default
+    assert features.select("Open", "StateHoliday", "SchoolHoliday", "on_promo").null_count(
+        ).row(0) == (0, 0, 0, 0)
+    planned = {(str(r[1]), dt.date.fromisoformat(str(r[3]))): r for r in plan_rows}
+    for store, day, is_open, promo, holiday in features.select(
+            "store_id", "date", "Open", "on_promo", "StateHoliday").iter_rows():
+        row = planned[(store, day)]
+        assert (is_open, promo, holiday) == (1.0 if row[4] == "" else float(row[4]), row[5],
+                                             row[6])
+    assert _metadata(instance, "forecast_features")["defaulted_Open"] == sum(
+        1 for r in plan_rows if r[4] == "")
+
+    # what is served is what the backtest scores at that origin: the same rows, the same values
+    settings = load_settings({"RETAIL_ML_HOME": str(tmp_path / "home"),
+                              "RETAIL_ML_DATASET": str(tmp_path / "store_daily.yaml"),
+                              "RETAIL_ML_TODAY": "2015-08-15"})
+    scored, source = rows_at(settings, delta)(ROSSMANN_END)
+    assert source == "plan"
+    assert scored.drop("units_sold").equals(features.drop("units_sold"))
+    champion = load_alias(settings.mlflow_tracking_uri, "champion")
+    assert champion is not None
+    batch = delta.read("gold/batch_forecasts").sort("store_id", "date")
+    expected = champion.predict(scored.sort("store_id", "date"))
+    assert batch.get_column("units_forecast").to_list() == pytest.approx(expected.tolist())
+    # closed days are exactly 0; open days are not
+    closed = batch.join(features.select("store_id", "date", "Open"), on=["store_id", "date"])
+    assert closed.filter(pl.col("Open") == 0).get_column("units_forecast").max() == 0.0
+    assert closed.filter(pl.col("Open") == 1).get_column("units_forecast").min() > 0.0

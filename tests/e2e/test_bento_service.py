@@ -125,10 +125,12 @@ ERRORS = {
                    _row(s, date="2025-02-30")]}, 422, "requests.3.date: Input should be",
                    ["requests.3.date"]),
     # this server has no online feature state (`online_features` not materialized)
-    "override": ("/forecast", lambda s: _row(s, price=3.5), 422, "price: price and on_promo "
-                 "overrides need the online feature state", None),
+    "override": ("/forecast", lambda s: _row(s, price=3.5), 422, "price: overrides need the "
+                 "online feature state", None),
     "batch override": ("/forecast_batch", lambda s: {"requests": [_row(s), _row(s, on_promo=1)]},
-                       422, "requests.1.on_promo: price and on_promo overrides", None),
+                       422, "requests.1.on_promo: overrides need the online feature state", None),
+    "covariate override": ("/forecast", lambda s: _row(s, covariates={"Open": 0}), 422,
+                           "covariates: overrides need the online feature state", None),
     "unknown store": ("/forecast", lambda s: _row(s, store_id="no-such-store"), 404,
                       "store_id: unknown store 'no-such-store'", None),
     "unknown item": ("/forecast", lambda s: _row(s, item_id="no-such-item"), 404,
@@ -260,7 +262,8 @@ def test_openapi_documents_every_endpoint_with_its_schemas_and_errors(served: di
 
     forecast = paths["/forecast"]["post"]
     body = json_schema(forecast["requestBody"])
-    assert set(body["properties"]) == {"store_id", "item_id", "date", "price", "on_promo"}
+    assert set(body["properties"]) == {"store_id", "item_id", "date", "price", "on_promo",
+                                       "covariates"}
     assert body["required"] == ["store_id", "item_id", "date"]
     out = json_schema(forecast["responses"]["200"])
     assert {"units", "model_version", "features_version", "horizon"} <= set(out["properties"])

@@ -236,6 +236,7 @@ def test_ui_shows_groups_partitions_checks_and_metadata(webserver: dict,
     nodes = {"/".join(n["assetKey"]["path"]): n for n in data}
     assert {k: n["groupName"] for k, n in nodes.items()} == {
         "stores": "ingest", "items": "ingest", "calendar": "ingest", "sales": "ingest",
+        "plan": "ingest",
         "sales_quarantine": "ingest", "features": "features", "training_set": "training",
         "demand_model": "training", "model_evaluation": "evaluation",
         "champion": "deployment", "demand_forecaster_bento": "deployment",

@@ -139,7 +139,8 @@ def _new_series(data: Data) -> tuple[pl.DataFrame, list[tuple[str, str]]]:
            ("S-NEW", "I-NEW")]
     rows = pl.DataFrame({"date": [origin] * 3, "store_id": [s for s, _ in new],
                          "item_id": [i for _, i in new], "units_sold": [0, 0, 0],
-                         "price": [2.49] * 3, "on_promo": [0] * 3}, schema=data.sales.schema)
+                         "price": [2.49] * 3, "on_promo": [0] * 3, "open": [1] * 3},
+                        schema=data.sales.schema)
     stores = pl.concat([data.stores, pl.DataFrame({
         "store_id": ["S-NEW"], "store_type": ["kiosk"], "region": ["north"], "size_sqm": [60],
         "open_date": [origin]}, schema=data.stores.schema)])

@@ -8,6 +8,7 @@ import numpy as np
 import polars as pl
 import pytest
 
+from ml_assets.evaluation.baselines import moving_average, seasonal_naive
 from ml_assets.evaluation.report import (
     BacktestSpec,
     Candidate,
@@ -27,6 +28,22 @@ def _panel(days: int) -> pl.DataFrame:
             for i, d in enumerate(dates) for s in ("s1", "s2")]
     return pl.DataFrame(rows, schema=["date", "store_id", "item_id", "units_sold",
                                       "item_category"], orient="row")
+
+
+def _rows_at(panel: pl.DataFrame, closed: str | None = None):  # noqa: ANN202
+    """A stand-in for `rows_at_origin` on the panel: its rows after the origin, with the
+    origin-relative columns the served rows carry (`finish_rows`); store `closed` forced 0."""
+    def rows_at(origin: dt.date) -> tuple[pl.DataFrame, str]:
+        rows = panel.filter(pl.col("date") > origin,
+                            pl.col("date") <= origin + dt.timedelta(days=SPEC.horizon))
+        rows = rows.with_columns(origin=pl.lit(origin, pl.Date),
+                                 horizon=((pl.col("date") - pl.lit(origin)).dt.total_days()
+                                          ).cast(pl.Int32))
+        return rows.with_columns(
+            seasonal_naive(panel.filter(pl.col("date") <= origin), rows, 7, 1),
+            moving_average(panel.filter(pl.col("date") <= origin), rows, 7, 1),
+            forced_zero=(pl.col("store_id") == closed).fill_null(False)), "actuals"
+    return rows_at
 
 
 def _dates(days: int) -> pl.Series:
@@ -64,8 +81,9 @@ def test_each_candidate_trains_only_up_to_its_own_end() -> None:
             return np.full(rows.height, train.get_column("units_sold").mean())
         return refit
 
-    table = run_backtest(panel, SPEC, [Candidate("fresh", recorder("fresh")),
-                                       Candidate("stale", recorder("stale"), lag_days=5)])
+    table, sources = run_backtest(panel, _rows_at(panel), SPEC, [
+        Candidate("fresh", recorder("fresh")), Candidate("stale", recorder("stale"), lag_days=5)])
+    assert set(sources.values()) == {"actuals"}
     origins = sorted(set(table.get_column("origin")))
     assert seen["fresh"] == origins
     assert seen["stale"] == [o - dt.timedelta(days=5) for o in origins]
@@ -78,7 +96,7 @@ def test_each_candidate_trains_only_up_to_its_own_end() -> None:
 
 def test_report_tables_cover_every_scope_on_the_same_rows() -> None:
     panel = _panel(60)
-    table = run_backtest(panel, SPEC, [Candidate(
+    table, _ = run_backtest(panel, _rows_at(panel), SPEC, [Candidate(
         "mean", lambda train, rows: np.full(rows.height, train["units_sold"].mean()))])
     tables = report_tables(table, panel, SPEC, ["mean", "seasonal_naive"])
     assert set(tables) == {"overall", "horizon_bucket", "category", "store"}
@@ -86,6 +104,19 @@ def test_report_tables_cover_every_scope_on_the_same_rows() -> None:
     assert overall["seasonal_naive"] == 0.0 and overall["mean"] > 0.2
     assert set(tables["category"].get_column("category")) == {"food", "drink"}
     assert tables["overall"].get_column("n").to_list() == [42, 42]
+
+
+def test_forced_rows_are_zero_for_every_forecaster_and_left_out_of_the_metrics() -> None:
+    panel = _panel(60)
+    table, _ = run_backtest(panel, _rows_at(panel, closed="s2"), SPEC, [Candidate(
+        "mean", lambda train, rows: np.full(rows.height, train["units_sold"].mean()))])
+    forced = table.filter(pl.col("forced_zero"))
+    assert forced.height == 21
+    for name in ("mean", "seasonal_naive", "moving_average_7"):
+        assert forced.get_column(name).to_list() == [0.0] * 21
+    tables = report_tables(table, panel, SPEC, ["mean", "seasonal_naive"])
+    assert tables["overall"].get_column("n").to_list() == [21, 21]
+    assert set(tables["store"].get_column("store_id")) == {"s1"}
 
 
 def test_category_prefers_item_category_then_item_then_store_attributes() -> None:

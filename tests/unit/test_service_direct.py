@@ -204,7 +204,7 @@ def test_model_info_reports_versions_metrics_and_snapshot(world: SimpleNamespace
         "model_version": "7", "model_tag": world.model_tag, "mlflow_run_id": "run-1",
         "metrics": {"backtest_wape": 0.41},
         "training_data": {"features": 3, "training_set": 2},
-        "feature_columns": COLUMNS.all,
+        "feature_columns": COLUMNS.all, "kind": "xgboost", "covariates": [],
         "features": {"table": FEATURES_TABLE, "version": 1, "origin": ORIGIN,
                      "first_date": ORIGIN + dt.timedelta(days=1),
                      "last_date": ORIGIN + dt.timedelta(days=HORIZON), "period_days": 1,
