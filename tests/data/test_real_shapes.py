@@ -187,6 +187,7 @@ WALMART_HOLIDAYS = {dt.date(2011, 9, 9), dt.date(2011, 11, 25), dt.date(2011, 12
                     dt.date(2012, 2, 10), dt.date(2012, 9, 7)}
 DEPTS = (1, 2, 5, 72)
 MISSING_WEEKS = {dt.date(2011, 11, 4), dt.date(2011, 11, 11), dt.date(2012, 1, 6)}  # store 2 dept 5
+WALMART_PLANNED_HOLIDAYS = {dt.date(2012, 11, 23)}  # Thanksgiving week, in test.csv
 
 
 def _walmart(data: Path) -> dict[str, int]:
@@ -208,6 +209,11 @@ def _walmart(data: Path) -> dict[str, int]:
     _write_csv(data / "train.csv", ["Store", "Dept", "Date", "Weekly_Sales", "IsHoliday"], rows)
     _write_csv(data / "stores.csv", ["Store", "Type", "Size"],
                [[1, "A", 151315], [2, "A", 202307], [3, "B", 37392]])
+    # test.csv as Kaggle ships it: the weeks ahead with their holiday flag and no sales
+    ahead = [WALMART_END + dt.timedelta(weeks=k) for k in range(1, 9)]
+    _write_csv(data / "test.csv", ["Store", "Dept", "Date", "IsHoliday"],
+               [[store, dept, week.isoformat(), "TRUE" if week in WALMART_PLANNED_HOLIDAYS
+                 else "FALSE"] for store in (1, 2, 3) for dept in DEPTS for week in ahead])
     return {"rows": len(rows), "negative": sum(1 for r in rows if float(r[3]) < 0),
             "holiday": sum(1 for r in rows if r[4] == "TRUE"), "weeks": len(weeks)}
 
@@ -256,6 +262,23 @@ def test_dept_weekly_example_ingests_walmart_shaped_files(tmp_path: Path) -> Non
     # 62 weeks: three full 8-week origins, holiday weeks and clipped returns included
     report = _train_and_evaluate(tmp_path, "dept_weekly.yaml", instance, "2012-11-10")
     assert report["origins"] == [str(WALMART_END - dt.timedelta(weeks=8 * k)) for k in (3, 2, 1)]
+    # nothing was planned before the data's end: the backtest used the actual holiday flags
+    assert set(report["known_future"].values()) == {"actuals"}
+
+    # test.csv is the plan: delivered the week before its first week, and served
+    plan = delta.read("bronze/plan")
+    assert plan.height == 3 * len(DEPTS) * 8
+    assert set(plan.get_column("delivered")) == {WALMART_END}
+    env = {"RETAIL_ML_HOME": str(tmp_path / "home"),
+           "RETAIL_ML_DATASET": str(tmp_path / "dept_weekly.yaml"), "RETAIL_ML_TODAY": "2012-11-10"}
+    defs = build_definitions(load_settings(env), env["RETAIL_ML_DATASET"])
+    assert dg.materialize([defs.get_assets_def("forecast_features")], resources=defs.resources,
+                          instance=instance).success
+    rows = delta.read("gold/forecast_features")
+    assert rows.height == 3 * len(DEPTS) * 8
+    holidays = rows.filter(pl.col("IsHoliday") == 1).get_column("date").unique().to_list()
+    assert holidays == sorted(WALMART_PLANNED_HOLIDAYS)
+    assert rows.get_column("IsHoliday").null_count() == 0
 
 
 # --- the known future: Kaggle's test.csv as the plan, served as scored -------------------------
@@ -327,3 +350,32 @@ def test_store_daily_forecasts_use_the_plan_and_equal_the_backtest_rows(tmp_path
     closed = batch.join(features.select("store_id", "date", "Open"), on=["store_id", "date"])
     assert closed.filter(pl.col("Open") == 0).get_column("units_forecast").max() == 0.0
     assert closed.filter(pl.col("Open") == 1).get_column("units_forecast").min() > 0.0
+    # the service, without overrides, answers the same values for the same rows
+    answers = _served(tmp_path / "home", batch.select("store_id", "item_id", "date").to_dicts())
+    assert [a["units"] for a in answers] == pytest.approx(expected.tolist(), abs=1e-3)
+
+
+def _served(home: Path, requests: list[dict]) -> list[dict]:
+    """The Bento's service class on `home`, following the champion pointer the pipeline
+    published, called directly (no HTTP: the e2e tests cover that)."""
+    import asyncio
+
+    from bentoml._internal.configuration.containers import BentoMLContainer
+    from bentoml._internal.models import ModelStore
+
+    from bentos.demand_forecaster.schemas import ForecastRequest
+    from bentos.demand_forecaster.service import DemandForecaster
+
+    with pytest.MonkeyPatch.context() as env:
+        for name, value in {"RETAIL_ML_HOME": str(home), "RETAIL_ML_RELOAD_SECONDS": "0",
+                            "RETAIL_ML_PREDICTION_LOG": "off",
+                            "RETAIL_ML_DATASET": str(home.parent / "store_daily.yaml")}.items():
+            env.setenv(name, value)
+        BentoMLContainer.model_store.set(ModelStore(str(home / "bentoml" / "models")))
+        try:
+            service = DemandForecaster()
+            answers = asyncio.run(service.forecast_batch(
+                [ForecastRequest.model_validate(r) for r in requests]))
+        finally:
+            BentoMLContainer.model_store.reset()
+    return [a.model_dump() for a in answers]

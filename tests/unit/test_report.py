@@ -42,7 +42,7 @@ def _rows_at(panel: pl.DataFrame, closed: str | None = None):  # noqa: ANN202
         return rows.with_columns(
             seasonal_naive(panel.filter(pl.col("date") <= origin), rows, 7, 1),
             moving_average(panel.filter(pl.col("date") <= origin), rows, 7, 1),
-            forced_zero=(pl.col("store_id") == closed).fill_null(False)), "actuals"
+            forced_zero=pl.col("store_id").eq_missing(closed)), "actuals"
     return rows_at
 
 
