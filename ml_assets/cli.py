@@ -13,10 +13,18 @@ SCENARIO_KINDS = ("level_shift", "price_shock", "promo_regime", "plan_miss")
 
 
 def _scenario(text: str) -> tuple[str, float]:
+    from ml_assets.simulation.world import Scenario, check_scenario
+
     kind, _, magnitude = text.partition(":")
     if kind not in SCENARIO_KINDS:
         raise argparse.ArgumentTypeError(f"scenario must be one of {SCENARIO_KINDS}")
-    return kind, float(magnitude or 1.3)
+    # plan_miss takes a share of promotions; the others a multiplier
+    value = float(magnitude or (0.5 if kind == "plan_miss" else 1.3))
+    try:
+        check_scenario(Scenario(kind, dt.date.min, value))  # type: ignore[arg-type]
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from exc
+    return kind, value
 
 
 def simulate(args: argparse.Namespace) -> int:

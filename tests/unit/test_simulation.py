@@ -433,3 +433,15 @@ def test_land_writes_the_deliveries_of_the_days_it_lands(tmp_path: Path) -> None
     plan_days_after = sorted(p.stem.removeprefix("plan_") for p in (landing / "plan").iterdir())
     assert plan_days_after == plan_days + [d.isoformat() for d in new_days if d.weekday() == 0]
     assert "plan_miss" in (landing / SCENARIOS_FILE).read_text()
+
+
+def test_the_cli_reads_plan_miss_as_a_share_and_refuses_one_out_of_range() -> None:
+    import argparse
+
+    from ml_assets.cli import _scenario
+
+    assert _scenario("plan_miss") == ("plan_miss", 0.5)
+    assert _scenario("plan_miss:0.2") == ("plan_miss", 0.2)
+    assert _scenario("level_shift") == ("level_shift", 1.3)
+    with pytest.raises(argparse.ArgumentTypeError, match=r"share in \[0, 1\]"):
+        _scenario("plan_miss:3")
