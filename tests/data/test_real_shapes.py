@@ -351,31 +351,26 @@ def test_store_daily_forecasts_use_the_plan_and_equal_the_backtest_rows(tmp_path
     assert closed.filter(pl.col("Open") == 0).get_column("units_forecast").max() == 0.0
     assert closed.filter(pl.col("Open") == 1).get_column("units_forecast").min() > 0.0
     # the service, without overrides, answers the same values for the same rows
-    answers = _served(tmp_path / "home", batch.select("store_id", "item_id", "date").to_dicts())
+    answers = _served(tmp_path / "home", batch.select(
+        "store_id", "item_id", pl.col("date").cast(pl.Utf8)).to_dicts())
     assert [a["units"] for a in answers] == pytest.approx(expected.tolist(), abs=1e-3)
 
 
 def _served(home: Path, requests: list[dict]) -> list[dict]:
-    """The Bento's service class on `home`, following the champion pointer the pipeline
-    published, called directly (no HTTP: the e2e tests cover that)."""
-    import asyncio
+    """The Bento the pipeline built, under a real `bentoml serve` on a free port, following
+    the champion pointer the pipeline published: its answers to `requests` as one batch."""
+    import os
 
-    from bentoml._internal.configuration.containers import BentoMLContainer
-    from bentoml._internal.models import ModelStore
+    import requests as http
 
-    from bentos.demand_forecaster.schemas import ForecastRequest
-    from bentos.demand_forecaster.service import DemandForecaster
+    from tests.e2e.bento_world import bento_server
+    from tests.e2e.servers import wait_for_bento
 
-    with pytest.MonkeyPatch.context() as env:
-        for name, value in {"RETAIL_ML_HOME": str(home), "RETAIL_ML_RELOAD_SECONDS": "0",
-                            "RETAIL_ML_PREDICTION_LOG": "off",
-                            "RETAIL_ML_DATASET": str(home.parent / "store_daily.yaml")}.items():
-            env.setenv(name, value)
-        BentoMLContainer.model_store.set(ModelStore(str(home / "bentoml" / "models")))
-        try:
-            service = DemandForecaster()
-            answers = asyncio.run(service.forecast_batch(
-                [ForecastRequest.model_validate(r) for r in requests]))
-        finally:
-            BentoMLContainer.model_store.reset()
-    return [a.model_dump() for a in answers]
+    env = {**os.environ, "RETAIL_ML_HOME": str(home), "BENTOML_HOME": str(home / "bentoml"),
+           "RETAIL_ML_DATASET": str(home.parent / "store_daily.yaml"),
+           "RETAIL_ML_PREDICTION_LOG": "off"}
+    with bento_server("demand_forecaster:latest", env, home, home / "serve.log") as (url, proc):
+        wait_for_bento(url, proc, home / "serve.log")
+        answer = http.post(f"{url}/forecast_batch", json={"requests": requests}, timeout=60)
+    assert answer.status_code == 200, answer.text
+    return answer.json()
