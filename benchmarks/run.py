@@ -17,7 +17,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from benchmarks import drift_bench, engines_bench, features_bench, m5_bench, serving_bench
+from benchmarks import (
+    accuracy_bench,
+    drift_bench,
+    engines_bench,
+    features_bench,
+    m5_bench,
+    serving_bench,
+)
 
 
 @dataclass(frozen=True)
@@ -82,6 +89,9 @@ BENCHMARKS: dict[str, Benchmark] = {
                          "ASGI app, with tuning variants", _serving),
     "drift": Benchmark("drift statistics, 1M x 1M rows x 30 features, vs scipy/pandas per column",
                        lambda small: drift_bench.main(["--quick"] if small else [])),
+    "accuracy": Benchmark("backtest accuracy on the same windows: the platform vs mlforecast + "
+                          "LightGBM, seasonal naive and the moving average, four datasets",
+                          lambda small: accuracy_bench.main(["--quick"] if small else [])),
 }
 
 
@@ -99,6 +109,7 @@ def main(argv: list[str] | None = None) -> int:
         result = BENCHMARKS[name].run(args.quick)
         done.append((name, result, time.perf_counter() - started))
         failed |= result.get("parity") is not None and not result["parity"]["equal"]
+        failed |= bool(result.get("errors"))  # a dataset the accuracy benchmark could not run
     print("\nReports:")
     for name, result, seconds in done:
         print(f"  {name} ({seconds:.0f} s): {result['headline']}")

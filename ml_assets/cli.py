@@ -1,4 +1,5 @@
-"""`retail-ml`: the command line of the platform (simulate, demo, rollback, reproduce)."""
+"""`retail-ml`: the command line of the platform (simulate, demo, rollback, reproduce,
+complete-journey)."""
 
 from __future__ import annotations
 
@@ -95,6 +96,29 @@ def reproduce(args: argparse.Namespace) -> int:
     return 0 if done.identical else 1
 
 
+def complete_journey(args: argparse.Namespace) -> int:
+    """Writes Complete Journey's files from the installed package (examples/datasets/
+    complete_journey.yaml reads them) and says what it wrote."""
+    from pathlib import Path
+
+    from ml_assets.datasets.complete_journey import Extract, build_tables, write
+
+    extract = Extract(frequency=args.frequency, top=args.top, start=args.start, end=args.end,
+                      min_daily_units=args.min_daily_units, plan_lead_weeks=args.plan_lead_weeks)
+    tables = build_tables(extract)
+    for name, path in write(tables, Path(args.out)).items():
+        frame = getattr(tables, name)
+        what = [f"{frame.height:,} rows"]
+        if "item_id" in frame.columns and name != "items":
+            what.append(f"{frame.get_column('item_id').drop_nulls().n_unique()} series")
+        if "date" in frame.columns:
+            what.append(f"{frame.get_column('date').min()} .. {frame.get_column('date').max()}")
+        print(f"{path}: {', '.join(what)}")
+    print(f"{args.frequency} units of product categories over all stores; rows with 0 sold: "
+          f"{(tables.sales.get_column('units_sold') == 0).mean():.1%}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="retail-ml")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -112,6 +136,18 @@ def main(argv: list[str] | None = None) -> int:
                          "Delta versions and compare predictions")
     rep.add_argument("version", help="the version of demand_forecaster in the MLflow registry")
     rep.set_defaults(func=reproduce)
+    cj = sub.add_parser("complete-journey", help="write Complete Journey's files (real grocery "
+                        "sales, promotions, categories) from the installed package, no network")
+    cj.add_argument("--out", required=True, help="folder for sales/plan/items/calendar.csv")
+    cj.add_argument("--frequency", choices=("daily", "weekly"), default="daily")
+    cj.add_argument("--top", type=int, help="only the N best-selling categories")
+    cj.add_argument("--start", type=dt.date.fromisoformat, help="first day (default 2017-01-01)")
+    cj.add_argument("--end", type=dt.date.fromisoformat, help="last day (default 2017-12-31)")
+    cj.add_argument("--min-daily-units", type=float, default=1.0,
+                    help="leave out categories selling fewer units a day on average (1)")
+    cj.add_argument("--plan-lead-weeks", type=int, help="weeks before a promotion week its "
+                    "plan counts as delivered (default: the horizon, 4 daily, 8 weekly)")
+    cj.set_defaults(func=complete_journey)
     args = parser.parse_args(argv)
     return args.func(args)
 

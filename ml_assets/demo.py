@@ -72,6 +72,17 @@ def summary(defs: dg.Definitions, settings: Settings, result: dg.ExecuteInProces
                   else "")
         lines.append(f"  challenger       v{evaluation['challenger_version']}: backtest WAPE "
                      f"{model:.4f} vs seasonal naive {naive:.4f}{change}")
+        if "wape_ratio_challenger_oracle" in evaluation:
+            lines.append(f"  noise floor      the oracle (true expected demand) scores WAPE "
+                         f"{evaluation['wape_oracle']:.4f}: the challenger's is "
+                         f"{evaluation['wape_ratio_challenger_oracle']:.2f}x that")
+        if "interval_coverage" in evaluation:
+            coverage = evaluation["interval_coverage"]
+            buckets = ", ".join(f"{b} {c:.0%}" for b, c in coverage.items()  # type: ignore[union-attr]
+                                if b != "all")
+            lines.append(f"  intervals        {evaluation['interval_level']:.0%} intervals held "
+                         f"{coverage['all']:.1%} of the backtest's actuals "  # type: ignore[index]
+                         f"(by horizon: {buckets})")
         lines.append(f"  promotion gate   {evaluation['gate']}")
     champion = _metadata(result, "champion")
     if champion:

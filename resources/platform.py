@@ -17,6 +17,7 @@ class PlatformSettings(dg.ConfigurableResource):
     today: str | None = None  # pins the clock (tests, reproductions); None = the wall clock
     promotion_margin: float = 0.01
     backtest_origins: int = 3
+    interval_level: float = 0.8
     retrain_policy: str | None = None  # the retrain policy YAML; None = sensors' default
     engine: str = "polars"  # the feature engine: polars or spark
     mlflow_uri: str | None = None  # an MLflow tracking server (prod); None = sqlite under home
@@ -30,7 +31,8 @@ class PlatformSettings(dg.ConfigurableResource):
             environ = {"RETAIL_ML_HOME": self.home, "RETAIL_ML_DATASET": self.dataset,
                        "RETAIL_ML_ENV": self.env,
                        "RETAIL_ML_PROMOTION_MARGIN": str(self.promotion_margin),
-                       "RETAIL_ML_BACKTEST_ORIGINS": str(self.backtest_origins)}
+                       "RETAIL_ML_BACKTEST_ORIGINS": str(self.backtest_origins),
+                       "RETAIL_ML_INTERVAL_LEVEL": str(self.interval_level)}
             if self.today:
                 environ["RETAIL_ML_TODAY"] = self.today
             if self.retrain_policy:
@@ -50,6 +52,7 @@ class PlatformSettings(dg.ConfigurableResource):
                    today=settings.today.isoformat(),
                    promotion_margin=settings.promotion_margin,
                    backtest_origins=settings.backtest_origins,
+                   interval_level=settings.interval_level,
                    retrain_policy=str(settings.retrain_policy) if settings.retrain_policy
                    else None, engine=settings.engine, mlflow_uri=settings.mlflow_uri,
                    delta_uri=settings.delta_uri, online_store=settings.online_store)

@@ -57,6 +57,7 @@ class SimulationConfig(_Strict):
     seed: int = 7
     n_stores: int = 20
     n_items: int = 100
+    popularity_wander: float = Field(0.2, ge=0, le=1)  # sd of each item's weekly log-level
     history_days: int = 730
     # The simulated history ends this many days before today; `retail-ml simulate` lands the
     # rest while you watch (eight weeks: room for normal weeks and a drift longer than a horizon).
@@ -142,6 +143,9 @@ class Settings(_Strict):
     # The promotion gate: a challenger must beat the champion's backtest WAPE by this fraction.
     promotion_margin: float = Field(default=0.01, ge=0.0, lt=1.0)
     backtest_origins: int = Field(default=3, ge=1)
+    # Prediction intervals: the central share of actuals each forecast's [lower, upper]
+    # should hold (0.8: P10 to P90), calibrated on the backtest's residuals.
+    interval_level: float = Field(default=0.8, gt=0.0, lt=1.0)
     retrain_policy: Path | None = None  # the retrain policy YAML; None = the sensors' default
     # An MLflow tracking server (prod); None = the sqlite backend under `home`.
     mlflow_uri: str | None = None
@@ -267,6 +271,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         today=today,
         promotion_margin=env.get("RETAIL_ML_PROMOTION_MARGIN", 0.01),
         backtest_origins=env.get("RETAIL_ML_BACKTEST_ORIGINS", 3),
+        interval_level=env.get("RETAIL_ML_INTERVAL_LEVEL", 0.8),
         retrain_policy=env.get("RETAIL_ML_RETRAIN_POLICY") or None,
         spark_master=env.get("RETAIL_ML_SPARK_MASTER") or "local[*]",
         spark_shuffle_partitions=env.get("RETAIL_ML_SPARK_SHUFFLE_PARTITIONS") or 8,

@@ -16,12 +16,16 @@ TODAY = dt.date(2025, 3, 1)
 
 def small_world_env(home: Path, offset_days: int = 0, **extra: str) -> dict[str, str]:
     """Environment for a 4-store x 6-item world with 180 days of history ending `offset_days`
-    before today (the pinned TODAY unless overridden)."""
+    before today (the pinned TODAY unless overridden). Popularity does not wander there: on
+    24 series the 28-day moving average then beats any model trained on 180 days (measured:
+    WAPE 0.523 against 0.565), and these tests are about the XGBoost champion's life cycle;
+    the baseline champion has its own (tests/e2e/test_baseline_champion.py)."""
     dataset = home / "dataset.yaml"
     dataset.parent.mkdir(parents=True, exist_ok=True)
     dataset.write_text(
         "source: simulated\n"
         "simulation: {seed: 3, n_stores: 4, n_items: 6, history_days: 180,"
+        " popularity_wander: 0,"
         f" history_end_offset_days: {offset_days}}}\n")
     return {"RETAIL_ML_HOME": str(home), "RETAIL_ML_DATASET": str(dataset),
             "RETAIL_ML_TODAY": TODAY.isoformat(), **extra}

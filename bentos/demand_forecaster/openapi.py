@@ -11,6 +11,8 @@ More corrections, found by fuzzing the spec (benchmarks/fuzz_api.py, tests/e2e/t
   is a boolean), and a validator rejects the whole /forecast body schema.
 - BentoML inlines the body of /forecast with the optional fields' `null` dropped, while the
   service accepts `"price": null` (no override): the body is the request model's own schema.
+  So is its answer: `lower`, `upper` and `interval_level` are null for a model without an
+  interval calibration, which BentoML's inlined copy would not allow.
 - A body is required (a request without one gets 422), so the spec says so.
 - Auth as configured: a bearer token is required when the server has RETAIL_ML_API_TOKEN set,
   optional (and ignored) when not.
@@ -21,8 +23,10 @@ from __future__ import annotations
 import os
 from typing import Any
 
+from pydantic import BaseModel
+
 from bentos.demand_forecaster.middleware import TOKEN_ENV
-from bentos.demand_forecaster.schemas import ForecastRequest
+from bentos.demand_forecaster.schemas import Forecast, ForecastRequest
 
 OPENAPI_VERSION = "3.1.0"
 COMPONENT = "#/components/schemas/{model}"
@@ -54,6 +58,8 @@ STATUSES = {"/forecast": (400, 401, 404, 415, 422, 500),
 
 # routes whose body BentoML documents from the API's parameters rather than its input model
 BODIES = {"/forecast": ForecastRequest}
+# routes whose answer BentoML inlines without the nullable fields' `null`
+ANSWERS = {"/forecast": Forecast}
 
 
 def with_real_errors(spec: dict[str, Any]) -> dict[str, Any]:
@@ -64,10 +70,12 @@ def with_real_errors(spec: dict[str, Any]) -> dict[str, Any]:
     spec["openapi"] = OPENAPI_VERSION
     spec["components"]["schemas"].update(SCHEMAS)
     for path, model in BODIES.items():
-        schema = model.model_json_schema(ref_template=COMPONENT)
-        spec["components"]["schemas"].update({**schema.pop("$defs", {}), model.__name__: schema})
         media = spec["paths"][path]["post"]["requestBody"]["content"]["application/json"]
-        media["schema"] = {"$ref": COMPONENT.format(model=model.__name__)}
+        media["schema"] = _component(spec, model)
+    for path, model in ANSWERS.items():
+        responses = spec["paths"][path]["post"]["responses"]
+        ok = next(v for k, v in responses.items() if str(k) == "200")  # BentoML's key is an int
+        ok["content"]["application/json"]["schema"] = _component(spec, model)
     spec["components"]["securitySchemes"] = {"bearer": {"type": "http", "scheme": "bearer"}}
     for path, statuses in STATUSES.items():
         for operation in spec["paths"][path].values():
@@ -79,3 +87,10 @@ def with_real_errors(spec: dict[str, Any]) -> dict[str, Any]:
             if "requestBody" in operation:
                 operation["requestBody"]["required"] = True
     return spec
+
+
+def _component(spec: dict[str, Any], model: type[BaseModel]) -> dict[str, str]:
+    """`model`'s own JSON schema as a component of `spec`; returns the reference to it."""
+    schema = model.model_json_schema(ref_template=COMPONENT)
+    spec["components"]["schemas"].update({**schema.pop("$defs", {}), model.__name__: schema})
+    return {"$ref": COMPONENT.format(model=model.__name__)}

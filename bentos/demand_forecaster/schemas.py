@@ -50,6 +50,12 @@ class Forecast(BaseModel):
     features_origin: dt.date  # the last landed day the features reach
     features_version: int  # the Delta version of the feature snapshot that answered
     horizon: int  # periods ahead of the origin
+    # The prediction interval: a share `interval_level` of actuals (0.8: from P10 to P90) fell
+    # inside such intervals in the model's backtest. Always present; null when the model has
+    # no interval calibration (GET /model says why).
+    lower: float | None
+    upper: float | None
+    interval_level: float | None
 
 
 class SnapshotInfo(BaseModel):
@@ -73,6 +79,16 @@ class Reload(BaseModel):
     last_error: str | None  # of the last failed reload; None once a reload succeeds
 
 
+class IntervalInfo(BaseModel):
+    """The prediction intervals the model serves, and how they held in its backtest."""
+
+    level: float | None  # the central share of actuals an interval holds; None: no intervals
+    coverage: dict[str, float] = {}  # share of actuals inside in the backtest, by horizon bucket
+    measured: str | None = None  # how the coverage was measured (leave one origin out)
+    method: str | None = None
+    missing: str | None = None  # why forecasts carry no interval, when they do not
+
+
 class ModelInfo(BaseModel):
     model_version: str  # MLflow registry version of the model answering now
     model_tag: str
@@ -83,6 +99,7 @@ class ModelInfo(BaseModel):
     feature_columns: list[str]
     kind: str = "xgboost"  # or the baseline it forecasts with (seasonal_naive, moving_average_28)
     covariates: list[str] = []  # the overridable known-in-advance covariates
+    intervals: IntervalInfo | None = None
     features: SnapshotInfo
     loaded_at: dt.datetime | None = None  # when this model and snapshot started answering
     reload: Reload | None = None

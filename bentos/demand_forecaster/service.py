@@ -3,6 +3,9 @@
 Requests are answered from the latest forecast feature snapshot (gold/forecast_features: the
 rows of the next horizon after the last landed day, built by the training code), scored with
 the same `to_matrix` features and booster as the batch job, so online and batch forecasts agree.
+Each answer carries its prediction interval (`lower`, `upper` at `interval_level`), from the
+calibration the model was registered with (`ml_assets.evaluation.intervals`), as the batch
+forecasts do; null when the model has none, and GET /model says why.
 
 A request that overrides a known-in-advance input (price, on_promo) is answered from the online
 feature state (`online_features`, under RETAIL_ML_HOME/online): its row is rebuilt by the
@@ -28,6 +31,7 @@ import gc
 import logging
 import os
 from http import HTTPStatus
+from itertools import repeat
 
 import bentoml
 import numpy as np
@@ -178,30 +182,39 @@ class DemandForecaster:
         rows = np.fromiter((_row(s, r, p) for r, p in zip(requests, prefixes, strict=True)),
                            dtype=np.int64, count=len(requests))
         overridden = [i for i, r in enumerate(requests) if r.overridden]
+        zero = s.zero[rows]
         if not overridden:
-            units = np.where(s.zero[rows], 0.0, s.predict(s.array[rows]))
+            units = np.where(zero, 0.0, s.predict(s.array[rows]))
         else:  # snapshot rows for the others, rows rebuilt online for these
             units = np.empty(len(requests), dtype=np.float32)
             plain = np.ones(len(requests), dtype=bool)
             plain[overridden] = False
             if plain.any():
-                units[plain] = np.where(s.zero[rows[plain]], 0.0,
-                                        s.predict(s.array[rows[plain]]))
-            units[overridden] = _what_if(s, [requests[i] for i in overridden],
-                                         [prefixes[i] for i in overridden], batch)
+                units[plain] = np.where(zero[plain], 0.0, s.predict(s.array[rows[plain]]))
+            units[overridden], zero[overridden] = _what_if(
+                s, [requests[i] for i in overridden], [prefixes[i] for i in overridden], batch)
+        if s.bounds is None:
+            intervals = repeat((None, None, None))
+        else:
+            level = s.bounds.calibration.level
+            low, high = s.bounds(units, s.horizon_array[rows], zero)
+            intervals = ((float(lo), float(hi), level) for lo, hi in zip(low, high, strict=True))
         # model_construct: every value is ours, already typed; validating 10k responses costs
         return [Forecast.model_construct(
             store_id=r.store_id, item_id=r.item_id, date=r.date, units=float(u),
             model_version=s.model_version, model_tag=s.model_tag,
             features_origin=s.origins[row], features_version=s.sources.features_version,
-            horizon=s.horizons[row]) for r, u, row in zip(requests, units, rows, strict=True)]
+            horizon=s.horizons[row], lower=lo, upper=hi, interval_level=level)
+            for r, u, row, (lo, hi, level) in zip(requests, units, rows, intervals,
+                                                  strict=False)]
 
 
 def _what_if(s: Serving, requests: list[ForecastRequest], prefixes: list[str],
-             scenario: bool) -> np.ndarray:
-    """Units for requests with overrides (price, promotion, declared covariates): their rows
-    rebuilt by the training transforms from the online state, all in one call. In a batch
-    (`scenario`), the overrides of one series are one plan over its requested days."""
+             scenario: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Units for requests with overrides (price, promotion, declared covariates), and which of
+    them the dataset's rule forces to 0: their rows rebuilt by the training transforms from the
+    online state, all in one call. In a batch (`scenario`), the overrides of one series are
+    one plan over its requested days."""
     if s.online is None:
         first = requests[0]
         given = ("price" if first.price is not None else
@@ -232,7 +245,8 @@ def _what_if(s: Serving, requests: list[ForecastRequest], prefixes: list[str],
     except RequestError as error:  # the snapshot knew the row: the two disagree
         raise NotFound(f"{prefixes[error.index]}{error.field}: {error}") from error
     units = s.predict(to_array(features, s.columns, s.levels))
-    return np.where(features.get_column("forced_zero").to_numpy(), 0.0, units)
+    forced = features.get_column("forced_zero").fill_null(False).to_numpy()
+    return np.where(forced, 0.0, units), forced
 
 
 def _row(s: Serving, req: ForecastRequest, prefix: str) -> int:

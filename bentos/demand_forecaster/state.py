@@ -21,8 +21,9 @@ import numpy as np
 import polars as pl
 from deltalake import DeltaTable
 
-from bentos.demand_forecaster.schemas import ModelInfo, SnapshotInfo
+from bentos.demand_forecaster.schemas import IntervalInfo, ModelInfo, SnapshotInfo
 from ml_assets.deployment.pointer import read_champion
+from ml_assets.evaluation.intervals import Bounds, Calibration, no_calibration
 from ml_assets.forecasting.online import OnlineState
 from ml_assets.forecasting.online_store import OnlineStore, load_current, online_store
 from ml_assets.training.dataset import Columns, to_array
@@ -72,6 +73,8 @@ class Serving:
     items: frozenset[str]
     origins: list[dt.date]
     horizons: list[int]
+    horizon_array: np.ndarray  # `horizons`, for the interval lookup
+    bounds: Bounds | None  # the model's prediction intervals; None: it has no calibration
     origin: dt.date
     first: dt.date
     last: dt.date
@@ -111,6 +114,8 @@ def load_serving(sources: Sources, paths: Paths, period_days: int) -> Serving:
     origin: dt.date = features.get_column("origin").max()
     first, last = features.get_column("date").min(), features.get_column("date").max()
     online, missing = online_for(paths.online, sources.online, origin)
+    calibration = (Calibration.from_json(meta["intervals"]) if meta.get("intervals")
+                   else None)
     info = ModelInfo(
         model_version=labels.get("mlflow_version", ""), model_tag=sources.model_tag,
         mlflow_run_id=labels.get("mlflow_run_id"), created_at=model.info.creation_time,
@@ -121,6 +126,7 @@ def load_serving(sources: Sources, paths: Paths, period_days: int) -> Serving:
         feature_columns=columns.all,
         kind=meta.get("baseline") or "xgboost",
         covariates=list(online.spec.covariates) if online else [],
+        intervals=interval_info(calibration, labels.get("mlflow_version", "")),
         features=SnapshotInfo(table=FEATURES_TABLE, version=sources.features_version,
                               origin=origin, first_date=first, last_date=last,
                               period_days=period_days, series=len(series),
@@ -133,8 +139,18 @@ def load_serving(sources: Sources, paths: Paths, period_days: int) -> Serving:
         row_of={key: i for i, key in enumerate(keys)}, series=series,
         stores=frozenset(s for s, _ in series), items=frozenset(i for _, i in series),
         origins=features.get_column("origin").to_list(),
-        horizons=features.get_column("horizon").to_list(), origin=origin, first=first,
+        horizons=features.get_column("horizon").to_list(),
+        horizon_array=features.get_column("horizon").to_numpy(),
+        bounds=Bounds(calibration) if calibration else None, origin=origin, first=first,
         last=last, online=online, online_missing=missing, info=info)
+
+
+def interval_info(calibration: Calibration | None, version: str) -> IntervalInfo:
+    if calibration is None:
+        return IntervalInfo(level=None, missing=no_calibration(version))
+    return IntervalInfo(level=calibration.level, coverage=calibration.coverage,
+                        measured=calibration.measured or None,
+                        method=calibration.method)
 
 
 def model_predictor(model: bentoml.Model) -> Callable[[np.ndarray], np.ndarray]:

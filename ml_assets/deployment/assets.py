@@ -49,7 +49,8 @@ def champion(context: dg.AssetExecutionContext, platform: PlatformSettings
 
 @dg.asset(group_name="deployment", deps=["champion"], kinds={"bentoml", "xgboost"},
           description="The champion in the BentoML model store (XGBoost UBJ, labelled with its "
-                      "MLflow version, run and Delta versions) and the `demand_forecaster` "
+                      "MLflow version, run and Delta versions, with its interval calibration "
+                      "as metadata) and the `demand_forecaster` "
                       "Bento built from bentos/demand_forecaster, under BENTOML_HOME. Publishes "
                       "the champion pointer that running forecasters hot-swap to.")
 def demand_forecaster_bento(platform: PlatformSettings) -> dg.MaterializeResult:
@@ -62,6 +63,8 @@ def demand_forecaster_bento(platform: PlatformSettings) -> dg.MaterializeResult:
                      reason="promoted")
     return dg.MaterializeResult(metadata={
         **tags, **labels,
+        "intervals": (f"level {model.intervals.level}" if model.intervals
+                      else f"none: {model.intervals_missing}"),
         "champion_pointer": dg.MetadataValue.path(str(settings.serving_dir / POINTER)),
         "bentoml_home": dg.MetadataValue.path(str(settings.bentoml_home)),
         "serve": f"BENTOML_HOME={settings.bentoml_home} bentoml serve {tags['bento_tag']}",
@@ -79,7 +82,8 @@ def build_bento(settings: Settings, model: RegisteredModel) -> tuple[dict[str, s
               **{f"metric_{key}": model.tags[key] for key in ("backtest_wape",
                                                              "seasonal_naive_wape")
                  if key in model.tags}}
-    tags = save_and_build(model.booster, model.column_info, labels, settings.bentoml_home)
+    tags = save_and_build(model.booster, model.column_info, labels, settings.bentoml_home,
+                          intervals=model.intervals.to_json() if model.intervals else None)
     client = registry_client(settings.mlflow_tracking_uri)
     client.set_model_version_tag(REGISTERED_MODEL, model.version, "bento_model_tag",
                                  tags["model_tag"])

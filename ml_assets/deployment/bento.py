@@ -25,18 +25,21 @@ BUILD_CTX = BENTOFILE.parents[2]  # the repository root: the service imports pro
 
 
 def save_and_build(booster: xgb.Booster | None, columns: dict, labels: dict[str, str],
-                   bentoml_home: Path) -> dict[str, str]:
+                   bentoml_home: Path, intervals: dict | None = None) -> dict[str, str]:
     """Saves `booster` as model `demand_forecaster` (with `labels`, and `columns` as metadata:
     numeric, categorical, category_levels) under `bentoml_home`, then builds the Bento from
     bentos/demand_forecaster/bentofile.yaml there. Returns the model and Bento tags.
 
     A baseline has no booster: `columns["baseline"]` names the feature-snapshot column it
-    forecasts with, saved as a JSON model (`baseline.json`) that the service reads."""
+    forecasts with, saved as a JSON model (`baseline.json`) that the service reads.
+    `intervals` (the version's `Calibration.to_json()`, None when it has none) travels in the
+    model's metadata as `intervals`: the service's prediction intervals."""
     with tempfile.TemporaryDirectory(prefix="bento_build_") as tmp:
         work = Path(tmp)
         if booster is not None:
             booster.save_model(work / "model.ubj")
-        (work / "spec.json").write_text(json.dumps({"columns": columns, "labels": labels}))
+        (work / "spec.json").write_text(json.dumps({"columns": columns, "labels": labels,
+                                                    "intervals": intervals}))
         env = {**os.environ, "BENTOML_HOME": str(Path(bentoml_home).resolve()),
                "BENTOML_DO_NOT_TRACK": "true"}
         proc = subprocess.run([sys.executable, "-m", __name__, str(work)], cwd=BUILD_CTX,
@@ -52,14 +55,16 @@ def _save_and_build_here(work: Path) -> None:
     import bentoml
 
     spec = json.loads((work / "spec.json").read_text())
+    metadata = {**spec["columns"], **({"intervals": spec["intervals"]}
+                                      if spec.get("intervals") else {})}
     if spec["columns"].get("baseline"):
         with bentoml.models.create(MODEL_NAME, labels=spec["labels"],
-                                   metadata=spec["columns"]) as model:
+                                   metadata=metadata) as model:
             Path(model.path, "baseline.json").write_text(json.dumps(spec["columns"]))
     else:
         booster = xgb.Booster(model_file=str(work / "model.ubj"))
         model = bentoml.xgboost.save_model(MODEL_NAME, booster, labels=spec["labels"],
-                                           metadata=spec["columns"])
+                                           metadata=metadata)
     bento = bentoml.bentos.build_bentofile(str(BENTOFILE), build_ctx=str(BUILD_CTX),
                                            labels=spec["labels"],
                                            args={"model_tag": str(model.tag)})

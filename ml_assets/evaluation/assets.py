@@ -2,6 +2,7 @@
 
 import datetime as dt
 import tempfile
+from dataclasses import replace
 from pathlib import Path
 
 import dagster as dg
@@ -11,6 +12,13 @@ import polars as pl
 
 from ml_assets.evaluation import plots
 from ml_assets.evaluation.gate import GateDecision, decide
+from ml_assets.evaluation.intervals import (
+    calibrate,
+    coverage_by_bucket,
+    quantile_names,
+    scored_rows,
+)
+from ml_assets.evaluation.oracle import ORACLE, oracle_ratios, with_oracle
 from ml_assets.evaluation.report import (
     BacktestSpec,
     Candidate,
@@ -24,6 +32,7 @@ from ml_assets.features.transforms import SERIES
 from ml_assets.forecasting.horizon import rows_at_origin
 from ml_assets.ingest.plan import PLAN_TABLE
 from ml_assets.metadata import markdown_table
+from ml_assets.simulation.landing import world_for
 from ml_assets.training.assets import TRAINING_TABLE
 from ml_assets.training.dataset import TARGET, canonical_order
 from ml_assets.training.model import predict, refit
@@ -34,6 +43,7 @@ from ml_assets.training.registry import (
     load_version,
     register_baseline,
     registry_client,
+    save_intervals,
 )
 from resources.delta import DeltaStore
 from resources.settings import Settings
@@ -109,6 +119,40 @@ def baseline_challenger(context: dg.AssetExecutionContext, settings: Settings,
     return baseline, GateDecision(True, reason)
 
 
+def expected_demand(settings: Settings, backtest: pl.DataFrame) -> pl.DataFrame:
+    """The simulated world's true expected demand over the backtest's dates (the world as
+    landed: its persisted start and every scenario started so far)."""
+    dates = backtest.get_column("date")
+    return world_for(settings).expected(dates.min(), dates.max() + dt.timedelta(days=1))
+
+
+def oracle_backtest(settings: Settings, backtest: pl.DataFrame) -> tuple[pl.DataFrame, str]:
+    """The backtest with the oracle's column, or unchanged with the reason there is none: the
+    world as configured does not know every scored row (its data came from another world),
+    and scoring the others on fewer rows would change what the gate compares."""
+    joined = with_oracle(backtest, expected_demand(settings, backtest))
+    unknown = joined.filter(pl.col(TARGET).is_not_null() & pl.col(ORACLE).is_null()).height
+    if unknown:
+        return backtest, (f"none: the simulated world as configured has no expected demand for "
+                          f"{unknown} scored rows (was the data landed by another world?)")
+    return joined, ""
+
+
+def intervals_for(backtest: pl.DataFrame, forecaster: str, settings: Settings,
+                  spec: BacktestSpec) -> tuple[dict, pl.DataFrame | None, str]:
+    """The interval calibration of `forecaster`'s backtest forecasts (the JSON stored with its
+    model version, with the coverage measured leaving one origin out) and the coverage table;
+    an empty document and the reason when no scored row has an actual."""
+    if scored_rows(backtest, forecaster).height == 0:
+        return {}, None, "no backtest row has an actual to calibrate intervals on"
+    level = settings.interval_level
+    coverage, measured = coverage_by_bucket(backtest, forecaster, level, spec.period_days)
+    calibration = replace(calibrate(backtest, forecaster, level, spec.period_days),
+                          measured=measured, coverage={b: round(c, 4) for b, c in coverage.select(
+                              "bucket", "coverage").iter_rows()})
+    return calibration.to_json(), coverage, measured
+
+
 def staleness_days(challenger: RegisteredModel, champion: RegisteredModel) -> int:
     """How much older the champion's training data is than the challenger's."""
     ends = [dt.date.fromisoformat(m.tags["train_end"]) for m in (challenger, champion)]
@@ -155,8 +199,11 @@ def report_images(backtest: pl.DataFrame, forecasters: list[str], model: Registe
                     "(champion, Bento) runs.")],
     description="Rolling-origin backtest (>= 3 origins, each over the full horizon) of the "
                 "challenger and the champion (each refitted per origin, the champion on data "
-                "as stale as its own), seasonal naive and a moving average on the same rows; "
-                "metrics overall and by store, category and horizon bucket; plots.",
+                "as stale as its own), seasonal naive and a moving average on the same rows "
+                "(and, on the simulated world, the oracle: its true expected demand); metrics "
+                "overall and by store, category and horizon bucket; plots. Calibrates the "
+                "prediction intervals on the backtest's residuals, stored with the version, and "
+                "reports their coverage by horizon bucket, measured leaving one origin out.",
 )
 def model_evaluation(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
     settings: Settings = context.resources.platform.get()
@@ -178,6 +225,11 @@ def model_evaluation(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
     backtest, known_future = run_backtest(labelled, rows_at(settings, delta), spec, candidates)
     forecasters = ["challenger", *(["champion"] if champion else []), "seasonal_naive",
                    spec.moving_average]
+    has_oracle, oracle_missing = settings.dataset.simulation is not None, ""
+    if has_oracle:  # the noise floor: the world's true expected demand, on the same rows
+        backtest, oracle_missing = oracle_backtest(settings, backtest)
+        has_oracle = not oracle_missing
+        forecasters += [ORACLE] if has_oracle else []
     tables = report_tables(backtest, labelled, spec, forecasters)
     wapes = overall_wape(tables)
     decision = decide(wapes["challenger"], wapes["seasonal_naive"], wapes.get("champion"),
@@ -188,6 +240,15 @@ def model_evaluation(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
             and not np.isnan(min(wapes["seasonal_naive"], wapes[spec.moving_average]))):
         # No champion at all: the best baseline becomes one, so that forecasts are served.
         gated, decision = baseline_challenger(context, settings, challenger, wapes, spec)
+    # every version this evaluation registers carries intervals from its own backtest
+    # residuals: the challenger, and a baseline made champion
+    intervals, coverage, measured = intervals_for(backtest, "challenger", settings, spec)
+    if intervals:
+        save_intervals(uri, challenger.version, challenger.run_id, intervals)
+    if gated is not challenger:
+        own = intervals_for(backtest, str(gated.baseline), settings, spec)[0]
+        if own:
+            save_intervals(uri, gated.version, gated.run_id, own)
     delta_version = delta.overwrite(EVALUATION_TABLE,
                                     stored_tables(tables, challenger.version),
                                     predicate=f"model_version = '{challenger.version}'")
@@ -197,6 +258,11 @@ def model_evaluation(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
             (Path(tmp) / f"{name}.png").write_bytes(png)
         tracking.log_artifacts(tmp, artifact_path="evaluation")
     tracking.log_metrics({f"backtest_wape_{name}": w for name, w in wapes.items()})
+    ratios = oracle_ratios(tables) if has_oracle else {}
+    # MLflow's metric names allow no "+": bucket "29+" is logged as "29plus"
+    tracking.log_metrics({**{f"interval_coverage_{b.replace('+', 'plus')}": c for b, c in
+                             intervals.get("coverage", {}).items()},
+                          **({"wape_ratio_challenger_oracle": ratios["all"]} if ratios else {})})
     gate_tags = {"backtest_wape": wapes["challenger"], "seasonal_naive_wape":
                  wapes["seasonal_naive"], "champion_wape": wapes.get("champion"),
                  "compared_with": champion.version if champion else "none",
@@ -225,6 +291,12 @@ def model_evaluation(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
             **{f"metrics_{scope}": markdown_table(rounded(tables[scope]),
                                                   tuple(tables[scope].columns))
                for scope in ("overall", "horizon_bucket", "category")},
+            **interval_metadata(intervals, coverage, measured),
+            **({"wape_ratio_challenger_oracle": round(ratios["all"], 4),
+                "wape_ratio_challenger_oracle_by_horizon_bucket": dg.MetadataValue.json(
+                    {b: round(r, 4) for b, r in ratios.items() if b != "all"})}
+               if ratios else {}),
+            **({"oracle": oracle_missing} if oracle_missing else {}),
             "plots": dg.MetadataValue.md(plots.markdown_images(images)),
         },
         check_results=[dg.AssetCheckResult(
@@ -232,3 +304,18 @@ def model_evaluation(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
             metadata={"reason": decision.reason, **headline,
                       "margin": settings.promotion_margin})],
     )
+
+
+def interval_metadata(document: dict, coverage: pl.DataFrame | None, measured: str
+                      ) -> dict[str, object]:
+    """The report's intervals: level, coverage by horizon bucket (how it was measured), width."""
+    if coverage is None:
+        return {"intervals": f"none: {measured}"}
+    low, high = quantile_names(float(document["level"]))
+    return {
+        "interval_level": document["level"],
+        "interval": f"{low} to {high}",
+        "interval_coverage": dg.MetadataValue.json(document["coverage"]),
+        "interval_coverage_measured": measured,
+        "metrics_intervals": markdown_table(rounded(coverage), tuple(coverage.columns)),
+    }

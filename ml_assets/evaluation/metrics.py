@@ -198,14 +198,23 @@ def horizon_bucket(h: pl.Expr, period_days: int) -> pl.Expr:
 
     Daily: "1-7", "8-14", "15-28", "29+". Weekly: "1-2", "3-4", "5-8", "9+". h < 1 → null.
     """
-    if period_days == 1:
-        bounds, last = _DAILY_BUCKETS
-    elif period_days == 7:
-        bounds, last = _WEEKLY_BUCKETS
-    else:
-        raise ValueError(f"period_days must be 1 (daily) or 7 (weekly), got {period_days}")
-    labels = [label for _, label in bounds] + [last]
+    bounds, last = _buckets(period_days)
+    labels = bucket_labels(period_days)
     expr = pl.when(h < 1).then(pl.lit(None, pl.Utf8))
     for upper, label in bounds:
         expr = expr.when(h <= upper).then(pl.lit(label))
     return expr.otherwise(pl.lit(last)).cast(pl.Enum(labels))
+
+
+def _buckets(period_days: int) -> tuple[list[tuple[int, str]], str]:
+    if period_days == 1:
+        return _DAILY_BUCKETS
+    if period_days == 7:
+        return _WEEKLY_BUCKETS
+    raise ValueError(f"period_days must be 1 (daily) or 7 (weekly), got {period_days}")
+
+
+def bucket_labels(period_days: int) -> list[str]:
+    """The horizon buckets' labels in order (`horizon_bucket`'s)."""
+    bounds, last = _buckets(period_days)
+    return [label for _, label in bounds] + [last]

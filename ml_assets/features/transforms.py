@@ -4,8 +4,9 @@ Strategy: lags at least the horizon. Every value derived from sales for target d
 only sales up to the forecast origin t - H, where H is the maximum horizon. One table then
 serves every horizon 1..H, and the same code builds training rows, batch forecasts and online
 requests. Known-in-advance inputs (calendar, price, promotion, declared covariates, static
-attributes) are taken at t itself. The cost: a 1-day-ahead forecast does not see the last H-1
-days; the evaluation report shows the error by horizon so that trade-off stays visible.
+attributes) are taken at t itself. What happened between t - H and the origin of a nearer
+forecast reaches the model through the origin-relative features (ml_assets/features/recent.py),
+added where a row's origin is known: training rows, served rows and backtest rows.
 """
 
 from __future__ import annotations

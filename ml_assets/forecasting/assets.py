@@ -3,8 +3,10 @@
 import datetime as dt
 
 import dagster as dg
+import numpy as np
 import polars as pl
 
+from ml_assets.evaluation.intervals import Calibration, bounds
 from ml_assets.features.assets import feature_spec, read_feature_inputs
 from ml_assets.features.transforms import SERIES, FeatureSpec
 from ml_assets.forecasting.horizon import rows_at_origin
@@ -62,9 +64,11 @@ def forecast_features(platform: PlatformSettings, delta: DeltaStore) -> dg.Mater
 
 @dg.asset(group_name="forecasting", deps=["forecast_features", "champion"],
           kinds={"delta", "xgboost"},
-          description="The champion's forecasts for every active series over the next horizon: "
-                      "Delta table `gold/batch_forecasts`, partitioned by forecast origin, with "
-                      "the model version on every row. Re-running an origin replaces it.")
+          description="The champion's forecasts for every active series over the next horizon, "
+                      "each with its prediction interval (`lower`, `upper` at `interval_level`, "
+                      "calibrated on the champion's backtest residuals): Delta table "
+                      "`gold/batch_forecasts`, partitioned by forecast origin, with the model "
+                      "version on every row. Re-running an origin replaces it.")
 def batch_forecasts(platform: PlatformSettings, delta: DeltaStore) -> dg.MaterializeResult:
     model = load_alias(platform.get().mlflow_tracking_uri, "champion")
     if model is None:
@@ -72,8 +76,10 @@ def batch_forecasts(platform: PlatformSettings, delta: DeltaStore) -> dg.Materia
     features_version = delta.version(FORECAST_FEATURES_TABLE)
     rows = delta.read(FORECAST_FEATURES_TABLE, features_version)
     origin = rows.get_column("origin").max()
+    units = model.predict(rows)
     out = rows.select("origin", "date", *SERIES, "horizon").with_columns(
-        units_forecast=pl.Series(model.predict(rows), dtype=pl.Float64),
+        units_forecast=pl.Series(units, dtype=pl.Float64),
+        **interval_columns(model.intervals, units, rows),
         model_version=pl.lit(model.version),
         model_run_id=pl.lit(model.run_id),
         features_delta_version=pl.lit(features_version, pl.Int64),
@@ -85,4 +91,22 @@ def batch_forecasts(platform: PlatformSettings, delta: DeltaStore) -> dg.Materia
         "origin": str(origin),
         "model_version": model.version,
         "total_units_forecast": round(float(out.get_column("units_forecast").sum()), 1),
+        **({"interval_level": model.intervals.level,
+            # the share of actuals the backtest found inside, by horizon bucket
+            "interval_backtest_coverage": dg.MetadataValue.json(model.intervals.coverage)}
+           if model.intervals else {"intervals": f"none: {model.intervals_missing}"}),
     })
+
+
+def interval_columns(calibration: Calibration | None, units: np.ndarray, rows: pl.DataFrame
+                     ) -> dict[str, pl.Series]:
+    """`lower`, `upper` and `interval_level` of each forecast; null when the model has no
+    interval calibration (a version registered before intervals were calibrated)."""
+    if calibration is None:
+        return {name: pl.Series(name, [None] * rows.height, pl.Float64)
+                for name in ("lower", "upper", "interval_level")}
+    zero = (rows.get_column("forced_zero").fill_null(False).to_numpy()
+            if "forced_zero" in rows.columns else None)
+    low, high = bounds(calibration, units, rows.get_column("horizon").to_numpy(), zero)
+    return {"lower": pl.Series(low, dtype=pl.Float64), "upper": pl.Series(high, dtype=pl.Float64),
+            "interval_level": pl.Series([calibration.level] * rows.height, dtype=pl.Float64)}

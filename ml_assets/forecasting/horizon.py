@@ -1,10 +1,11 @@
 """The feature rows of the next horizon, built by the same transform code as training rows.
 
 A future row carries the series and the date, and no sales: its lags and rolling statistics
-reach back to the origin at most (lags >= horizon). Its known-in-advance inputs come from the
-plan as known at the origin; where the plan says nothing, the price is the last regular
-(non-promotion) one, promotion is none, and a covariate takes its declared default. Calendar
-and attributes are known in advance.
+reach back to the origin at most (lags >= horizon), and its origin-relative features
+(`ml_assets.features.recent`) read the last periods before the origin. Its known-in-advance
+inputs come from the plan as known at the origin; where the plan says nothing, the price is the
+last regular (non-promotion) one, promotion is none, and a covariate takes its declared default.
+Calendar and attributes are known in advance.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import datetime as dt
 import polars as pl
 
 from ml_assets.evaluation.baselines import moving_average, seasonal_naive
+from ml_assets.features.recent import pooled_at, with_recent
 from ml_assets.features.transforms import SERIES, FeatureSpec, build_features
 from ml_assets.forecasting.plan import PLAN_KEYS, apply_plan, plan_columns, plan_or_actuals
 
@@ -73,13 +75,20 @@ def future_rows(series: pl.DataFrame, origin: dt.date, spec: FeatureSpec,
 
 
 def finish_rows(table: pl.DataFrame, history: pl.DataFrame, origin: dt.date,
-                spec: FeatureSpec) -> pl.DataFrame:
+                spec: FeatureSpec, pooled: pl.DataFrame | None = None) -> pl.DataFrame:
     """Feature rows after `origin` with what every forecaster of them needs: `origin`,
     `horizon` (1..H periods ahead), the two baselines as known at the origin (seasonal naive,
-    moving average; the baseline champion serves one of them) and `forced_zero`."""
+    moving average; the baseline champion serves one of them), the origin-relative features
+    (`ml_assets.features.recent`; those pooled over a store's or an item's series pool the
+    series forecast here, or come from `pooled`) and `forced_zero`."""
     ahead = (pl.col("date") - pl.lit(origin)).dt.total_days() // spec.period_days
     rows = (table.filter(pl.col("date") > origin)
             .with_columns(origin=pl.lit(origin, pl.Date), horizon=ahead.cast(pl.Int32)))
+    history = history.filter(pl.col("date") <= origin)
+    if pooled is None:
+        pooled = pooled_at(history.join(rows.select(SERIES).unique(), on=SERIES, how="semi"),
+                           origin, spec)
+    rows = with_recent(rows, history, spec, pooled)
     return rows.with_columns(
         seasonal_naive(history, rows, spec.season, spec.period_days).fill_null(0.0),
         moving_average(history, rows, spec.windows[1], spec.period_days).fill_null(0.0),

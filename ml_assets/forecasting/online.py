@@ -16,6 +16,7 @@ rounds. Nothing else in the horizon depends on another horizon day's price or pr
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import io
 import json
 import os
@@ -27,6 +28,7 @@ from pathlib import Path
 
 import polars as pl
 
+from ml_assets.features.recent import pooled_at
 from ml_assets.features.transforms import SERIES, FeatureSpec, build_features
 from ml_assets.forecasting.horizon import (
     active_series,
@@ -84,6 +86,12 @@ class OnlineState:
 
     def has_series(self, store_id: str, item_id: str) -> bool:
         return (store_id, item_id) in self._slices
+
+    @functools.cached_property
+    def pooled(self) -> pl.DataFrame:
+        """The store- and item-pooled features at the origin, over every active series, as
+        `horizon_features` pools them: computed once, joined by every request."""
+        return pooled_at(self.history, self.origin, self.spec)
 
     def series_history(self, series: list[tuple[str, str]]) -> pl.DataFrame:
         return pl.concat([self.history.slice(*self._slices[key]) for key in series])
@@ -170,7 +178,7 @@ def _build_round(state: OnlineState, reqs: pl.DataFrame) -> pl.DataFrame:
     ).drop(f"__{c}" for c in names)
     dims = {k: state.dims.get(k) for k in FEATURE_DIMS}
     table = build_features(pl.concat([history, future]), state.spec, **dims)
-    rows = finish_rows(table, history, state.origin, state.spec)
+    rows = finish_rows(table, history, state.origin, state.spec, state.pooled)
     return reqs.select("__request", *SERIES, "date").join(
         rows, on=[*SERIES, "date"], how="left").select(
         "__request", "date", *SERIES, pl.exclude("__request", "date", *SERIES))

@@ -17,7 +17,8 @@ import polars as pl
 
 from ml_assets.evaluation.plots import markdown_images
 from ml_assets.features.assets import FEATURES_TABLE, feature_spec
-from ml_assets.features.transforms import SERIES
+from ml_assets.features.recent import with_recent
+from ml_assets.features.transforms import SERIES, FeatureSpec
 from ml_assets.metadata import markdown_table
 from ml_assets.monitoring.drift import (
     DriftThresholds,
@@ -51,16 +52,20 @@ def window_of(day: dt.date, period_days: int) -> tuple[dt.date, dt.date]:
     return end - dt.timedelta(days=7 * (1 if period_days == 1 else 4)), end
 
 
-def _with_prediction(frame: pl.DataFrame, model: RegisteredModel | None) -> pl.DataFrame:
+def _with_prediction(frame: pl.DataFrame, model: RegisteredModel | None,
+                     spec: FeatureSpec) -> pl.DataFrame:
     # A baseline champion forecasts from origin-relative columns the feature rows do not have
     if model is None or model.booster is None or frame.is_empty():
         return frame
-    return frame.with_columns(pl.Series(PREDICTION, model.predict(frame), dtype=pl.Float64))
+    # the model's origin-relative inputs, as for training rows (the rows hold their sales)
+    rows = with_recent(frame, frame, spec)
+    return frame.with_columns(pl.Series(PREDICTION, model.predict(rows), dtype=pl.Float64))
 
 
-def drift_windows(delta: DeltaStore, days: list[dt.date], period_days: int, earliest: dt.date,
+def drift_windows(delta: DeltaStore, days: list[dt.date], spec: FeatureSpec, earliest: dt.date,
                   model: RegisteredModel | None, thresholds: DriftThresholds) -> pl.DataFrame:
     """One row per (window end, monitored column) for each of `days`."""
+    period_days = spec.period_days
     first, last = window_of(min(days), period_days)[0], window_of(max(days), period_days)[1]
     # one read for every window: theirs, and the year and a few weeks a reference reaches back
     rows = delta.scan(FEATURES_TABLE).filter(
@@ -70,7 +75,7 @@ def drift_windows(delta: DeltaStore, days: list[dt.date], period_days: int, earl
     columns = model_columns(rows)
     numeric, categorical = monitored_columns(
         [c for c in columns.numeric if not c.startswith(PLANNED)], columns.categorical)
-    rows = _with_prediction(rows, model)
+    rows = _with_prediction(rows, model, spec)
     dates = rows.get_column("date")
     tables = []
     for day in days:
@@ -136,7 +141,7 @@ def build_drift_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDef
         model = load_alias(settings.mlflow_tracking_uri, "champion")
         policy = load_policy(settings.retrain_policy or DEFAULT_POLICY)
         thresholds = DriftThresholds(**dict(policy.statistics), share=policy.drift_share)
-        new = drift_windows(delta, days, spec.period_days, earliest, model, thresholds)
+        new = drift_windows(delta, days, spec, earliest, model, thresholds)
         if new.is_empty():
             return dg.MaterializeResult(metadata={"windows": "[]",
                                                   "note": "no feature rows in these windows"})

@@ -40,7 +40,8 @@ def world_for(settings: Settings) -> World:
                                magnitude=s["magnitude"], stores=tuple(s.get("stores", ())))
                       for s in saved)
     return World(WorldConfig(seed=sim.seed, n_stores=sim.n_stores, n_items=sim.n_items,
-                             start_date=start, scenarios=scenarios))
+                             start_date=start, scenarios=scenarios,
+                             popularity_wander=sim.popularity_wander))
 
 
 def landed_days(settings: Settings) -> list[dt.date]:

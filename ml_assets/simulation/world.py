@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import os
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import date, timedelta
 from pathlib import Path
@@ -40,7 +41,7 @@ import numpy as np
 import polars as pl
 
 _STORES, _ITEMS, _DEMAND, _STOCKOUT, _PRICE, _PROMO = 1, 2, 10, 11, 12, 13  # rng stream ids
-_PLAN, _CLOSING = 14, 15
+_PLAN, _CLOSING, _LEVEL = 14, 15, 16
 _EPOCH = date(1970, 1, 1).toordinal()
 _CHUNK_CELLS = 2_000_000  # days x series per chunk: vectorised, yet ~16 MB per temporary array
 _LOOKBACK = 3  # post-promo dip and stock-out runs both reach back at most 3 days
@@ -54,6 +55,14 @@ PLAN_WEEKS = 6  # a Monday delivery plans the next six weeks: a 28-day horizon p
 _LATE_SHARE = 0.06  # of promotions, planned only in the last one or two deliveries before them
 _CANCEL_SHARE = 0.05  # planned, then cancelled, as a share of the promotions that run
 _CLOSING_SHARE = {"rural": 0.6, "suburban": 0.2, "urban": 0.2}  # stores closed on holidays
+# An item's popularity wanders (a trend, a recipe gone viral, a rival's product out of stock):
+# per item a weekly log-level (sd `WorldConfig.popularity_wander`), the weighted sum of its last
+# _LEVEL_WEEKS weekly shocks (an AR(1) with weekly correlation _LEVEL_RHO, truncated). It moves
+# the item in every store together, so the item's recent sales across stores tell a forecaster
+# where it stands now, as in real sales. (A wander per store would also move each store's
+# price-shock weeks, hiding the elasticity a model learns from them; tests/model/
+# test_behaviour.py measures that.)
+_LEVEL_RHO, _LEVEL_WEEKS = 0.8, 12
 SCENARIO_KINDS = ("level_shift", "price_shock", "promo_regime", "new_store", "plan_miss")
 
 # store type: weekly profile Mon..Sun (weekend peak shape differs by type), size range in sqm
@@ -141,6 +150,7 @@ class WorldConfig:
     n_items: int = 100
     start_date: date = date(2024, 1, 1)
     scenarios: tuple[Scenario, ...] = ()
+    popularity_wander: float = 0.2  # sd of each item's weekly log-level (0: none)
 
 
 def _age_ramp(days: np.ndarray) -> np.ndarray:
@@ -360,13 +370,27 @@ class World:
         drift, drift_el = self._drift(ords)
         lam = (ds[:, :, None] * di[:, None, :]) * self._base[None]
         lam = lam * np.where(promo, self._promo_mult, np.where(dip, self._dip, 1.0))
-        lam = lam * drift_el[:, None, :]
+        lam = lam * drift_el[:, None, :] * self._local_level(ords)
         for i, row in self._shock_el.items():
             sc = self.config.scenarios[i]
             on = (ords[:, None] >= sc.start.toordinal()) & self._store_mask(sc)[None, :]
             lam = lam * np.where(on[:, :, None], row, 1.0)
         price = self._shelf_price(ords, promo, drift)
         return lam, price, np.broadcast_to(promo, lam.shape)
+
+    def _local_level(self, ords: np.ndarray) -> np.ndarray:
+        """(days, 1, items): each item's popularity (mean 1), constant within a Monday-week."""
+        weeks, inv = np.unique((ords - 1) // 7, return_inverse=True)
+        if not len(weeks):
+            return np.ones((0, 1, self.config.n_items))
+        first = int(weeks[0]) - _LEVEL_WEEKS + 1
+        shocks = np.stack([self._rng(w * 7 + 1, _LEVEL).standard_normal(self.config.n_items)
+                           for w in range(first, int(weeks[-1]) + 1)])
+        sd = self.config.popularity_wander
+        weights = sd * np.sqrt(1 - _LEVEL_RHO**2) * _LEVEL_RHO ** np.arange(_LEVEL_WEEKS)
+        logs = np.stack([weights @ shocks[w - first - np.arange(_LEVEL_WEEKS)]
+                         for w in weeks.astype(int)])
+        return np.exp(logs - sd**2 / 2)[inv][:, None, :]
 
     def _shelf_price(self, ords: np.ndarray, promo: np.ndarray | bool,
                      drift: np.ndarray) -> np.ndarray:
@@ -446,11 +470,35 @@ class World:
         return 7 * max(1, _CHUNK_CELLS // (7 * len(self._store_ids) * self.config.n_items))
 
     def sales(self, start: date, end: date) -> pl.DataFrame:
+        frames = self._by_chunk(start, end, self._chunk)
+        return pl.concat(frames) if frames else pl.DataFrame(schema=SALES_SCHEMA)
+
+    def expected(self, start: date, end: date) -> pl.DataFrame:
+        """The mean of every sales row's units (date, store_id, item_id, expected): the demand
+        rate with the chance of a stock-out taken off, 0 on a closed day. What an oracle
+        forecaster knows, so an evaluation can say how far a model is from the noise floor."""
+        frames = self._by_chunk(start, end, self._expected_chunk)
+        return pl.concat(frames) if frames else pl.DataFrame(
+            schema={**{k: SALES_SCHEMA[k] for k in ("date", "store_id", "item_id")},
+                    "expected": pl.Float64})
+
+    def _by_chunk(self, start: date, end: date,
+                  chunk: Callable[[int, int, tuple[int, int]], pl.DataFrame]
+                  ) -> list[pl.DataFrame]:
         o0, o1 = start.toordinal(), end.toordinal()
         first, step = o0 - (o0 - 1) % 7, self._step()  # Monday on or before start
-        frames = [self._chunk(a, a + min(step, -(-(o1 - a) // 7) * 7), (o0, o1))
-                  for a in range(first, o1, step)]
-        return pl.concat(frames) if frames else pl.DataFrame(schema=SALES_SCHEMA)
+        return [chunk(a, a + min(step, -(-(o1 - a) // 7) * 7), (o0, o1))
+                for a in range(first, o1, step)]
+
+    def _expected_chunk(self, o0: int, o1: int, keep: tuple[int, int]) -> pl.DataFrame:
+        lam = self._expected(o0, o1)[0]
+        ords = np.arange(o0, o1)
+        # a day is out of stock if a run started on it or on one of the _LOOKBACK days before
+        in_stock = np.prod([1 - self._so_p * (1 - lag / (_LOOKBACK + 1))
+                            for lag in range(_LOOKBACK + 1)], axis=0)
+        mean = np.where(self._closed(ords)[:, :, None], 0.0, lam * in_stock)
+        active = self._active(ords) & ((ords >= keep[0]) & (ords < keep[1]))[:, None, None]
+        return self._cells(ords, active, expected=mean)
 
     # --- the plan ------------------------------------------------------------------------------
 

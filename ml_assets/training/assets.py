@@ -1,5 +1,6 @@
 """Training assets: the training set (Delta) and the challenger model (MLflow run + version)."""
 
+import datetime as dt
 import hashlib
 import json
 import os
@@ -13,6 +14,8 @@ from mlflow.models import infer_signature
 from pydantic import field_validator
 
 from ml_assets.features.assets import FEATURES_TABLE, feature_spec
+from ml_assets.features.recent import with_recent
+from ml_assets.features.transforms import SERIES, FeatureSpec
 from ml_assets.metadata import table_metadata
 from ml_assets.training.dataset import (
     TARGET,
@@ -71,9 +74,11 @@ def training_set(context: dg.AssetExecutionContext, platform: PlatformSettings,
     features = delta.read(FEATURES_TABLE, features_version)
     # Rows the dataset's rule forces to 0 (closed days) are forecast as 0, never by the model:
     # they stay out of its loss.
-    forced = features.select(feature_spec(ds).forced_zero()).to_series()
+    spec = feature_spec(ds)
+    forced = features.select(spec.forced_zero()).to_series()
     frame = split_by_time(features.filter(~forced), ds.horizon_periods, ds.period_days,
                           ds.training_window_periods)
+    frame = with_recent(frame, _sales_before(delta, frame, spec), spec)
     version = delta.overwrite(TRAINING_TABLE, frame)
     counts = dict(frame.group_by("split").len().rows())
     return dg.MaterializeResult(metadata={
@@ -86,6 +91,17 @@ def training_set(context: dg.AssetExecutionContext, platform: PlatformSettings,
         "history_rows": counts.get("history", 0),
         "valid_from": str(frame.filter(pl.col("split") == "valid").get_column("date").min()),
     })
+
+
+def _sales_before(delta: DeltaStore, rows: pl.DataFrame, spec: FeatureSpec) -> pl.DataFrame:
+    """The bronze sales the rows' origin-relative features read: from their earliest origin."""
+    first = rows.get_column("date").min()
+    if first is None:
+        return pl.DataFrame(schema={"date": pl.Date, **dict.fromkeys(SERIES, pl.Utf8),
+                                    "units_sold": pl.Float64})
+    start = first - dt.timedelta(days=(spec.horizon + spec.windows[1] + 28) * spec.period_days)
+    return (delta.scan("bronze/sales").filter(pl.col("date") >= start)
+            .select("date", *SERIES, "units_sold").collect())
 
 
 class TrainingConfig(dg.Config):

@@ -1,7 +1,10 @@
 """The MLflow model registry as the source of truth: load a version with its feature columns.
 
 A model version is only usable together with the columns and category levels it was trained
-on (`features.json`, logged next to the model), so they are always loaded together.
+on (`features.json`, logged next to the model), so they are always loaded together. So is its
+interval calibration (`intervals/calibration_v<version>.json`, logged in its run by
+`model_evaluation`), when it has one: a version registered before intervals were calibrated
+has none, and its forecasts carry no interval (`RegisteredModel.intervals_missing` says why).
 """
 
 from __future__ import annotations
@@ -20,11 +23,15 @@ import polars as pl
 import xgboost as xgb
 from mlflow.exceptions import MlflowException
 
+from ml_assets.evaluation.intervals import Calibration, no_calibration
 from ml_assets.training.dataset import Columns, to_matrix
 from ml_assets.training.model import predict
 from resources.tracking import REGISTERED_MODEL
 
 BASELINE_KIND = "baseline"
+# per version: a baseline registered by the evaluation shares the challenger's run
+INTERVALS_ARTIFACT = "intervals/calibration_v{version}.json"
+INTERVALS_TAG = "interval_calibration"  # on a version: the artifact path, in its run
 
 
 def zeroed(frame: pl.DataFrame, units: np.ndarray) -> np.ndarray:
@@ -46,6 +53,12 @@ class RegisteredModel:
     columns: Columns
     levels: dict[str, list[str]]
     tags: dict[str, str] = field(default_factory=dict)
+    intervals: Calibration | None = None  # None: see `intervals_missing`
+
+    @property
+    def intervals_missing(self) -> str:
+        """Why this version's forecasts carry no interval ("" when they do)."""
+        return "" if self.intervals is not None else no_calibration(self.version)
 
     @property
     def baseline(self) -> str | None:
@@ -105,10 +118,12 @@ def _pointed_at(tracking_uri: str) -> Iterator[None]:
 def load_version(tracking_uri: str, version: str) -> RegisteredModel:
     client = registry_client(tracking_uri)
     mv = client.get_model_version(REGISTERED_MODEL, version)
+    intervals = load_intervals(client, mv.run_id, mv.tags.get(INTERVALS_TAG))
     if mv.tags.get("model_kind") == BASELINE_KIND:
         column = mv.tags["baseline_column"]
         return RegisteredModel(version=str(mv.version), run_id=mv.run_id, booster=None,
-                               columns=Columns([column], []), levels={}, tags=dict(mv.tags))
+                               columns=Columns([column], []), levels={}, tags=dict(mv.tags),
+                               intervals=intervals)
     with tempfile.TemporaryDirectory() as tmp, _pointed_at(tracking_uri):
         booster = mlflow.xgboost.load_model(f"models:/{REGISTERED_MODEL}/{version}")
         features_file = client.download_artifacts(mv.run_id, "features.json", tmp)
@@ -116,7 +131,28 @@ def load_version(tracking_uri: str, version: str) -> RegisteredModel:
     return RegisteredModel(
         version=str(mv.version), run_id=mv.run_id, booster=booster,
         columns=Columns(features["numeric"], features["categorical"]),
-        levels=features["category_levels"], tags=dict(mv.tags))
+        levels=features["category_levels"], tags=dict(mv.tags), intervals=intervals)
+
+
+def load_intervals(client: mlflow.MlflowClient, run_id: str, artifact: str | None
+                   ) -> Calibration | None:
+    """The calibration a version's tag points to in its run; None when it has none."""
+    if not artifact:
+        return None
+    with tempfile.TemporaryDirectory() as tmp:
+        path = client.download_artifacts(run_id, artifact, tmp)
+        return Calibration.from_json(json.loads(Path(path).read_text()))
+
+
+def save_intervals(tracking_uri: str, version: str, run_id: str, document: dict) -> None:
+    """Logs an interval calibration (`Calibration.to_json`, plus what the caller adds) in the
+    version's run and points the version to it, replacing an earlier one."""
+    client = registry_client(tracking_uri)
+    artifact = INTERVALS_ARTIFACT.format(version=version)
+    client.log_dict(run_id, document, artifact)
+    client.set_model_version_tag(REGISTERED_MODEL, version, INTERVALS_TAG, artifact)
+    client.set_model_version_tag(REGISTERED_MODEL, version, "interval_level",
+                                 str(document["level"]))
 
 
 def load_alias(tracking_uri: str, alias: str) -> RegisteredModel | None:

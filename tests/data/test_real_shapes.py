@@ -75,6 +75,10 @@ def _train_and_evaluate(tmp_path: Path, yaml_name: str, instance: dg.DagsterInst
     (gate,) = result.get_asset_check_evaluations()
     evaluation = _metadata(instance, "model_evaluation")
     assert evaluation["wape_challenger"] == evaluation["wape_challenger"]  # not NaN
+    # real data has no oracle: the noise floor is the simulated world's only
+    assert not [k for k in evaluation if "oracle" in k]
+    # and intervals with their coverage by horizon bucket, as for every dataset
+    assert evaluation["interval_level"] == 0.8 and "all" in evaluation["interval_coverage"]
     return {"gate": gate, **evaluation}
 
 
@@ -350,10 +354,20 @@ def test_store_daily_forecasts_use_the_plan_and_equal_the_backtest_rows(tmp_path
     closed = batch.join(features.select("store_id", "date", "Open"), on=["store_id", "date"])
     assert closed.filter(pl.col("Open") == 0).get_column("units_forecast").max() == 0.0
     assert closed.filter(pl.col("Open") == 1).get_column("units_forecast").min() > 0.0
+    # every forecast has its interval, [0, 0] on closed days
+    assert batch.select("lower", "upper").null_count().row(0) == (0, 0)
+    assert batch.filter((pl.col("lower") > pl.col("units_forecast"))
+                        | (pl.col("units_forecast") > pl.col("upper"))).height == 0
+    assert closed.filter(pl.col("Open") == 0).select(pl.col("upper").max()).item() == 0.0
+    assert closed.filter(pl.col("Open") == 1).select(
+        (pl.col("upper") > pl.col("lower")).all()).item()
     # the service, without overrides, answers the same values for the same rows
     answers = _served(tmp_path / "home", batch.select(
         "store_id", "item_id", pl.col("date").cast(pl.Utf8)).to_dicts())
     assert [a["units"] for a in answers] == pytest.approx(expected.tolist(), abs=1e-3)
+    for bound in ("lower", "upper"):
+        assert [a[bound] for a in answers] == pytest.approx(batch.get_column(bound).to_list(),
+                                                            abs=1e-2)
 
 
 def _served(home: Path, requests: list[dict]) -> list[dict]:

@@ -3,11 +3,14 @@
 The real ingest + features job runs on a small world, the forecast feature snapshot the
 service reads is written (twice, so responses must carry version 1), a quick booster is fitted,
 and two Bentos (an older model, version 7, and a newer one, version 8) are built into one
-BentoML home. `bento_server` starts `bentoml serve` on one of them.
+BentoML home. Version 7 carries an interval calibration (fitted by `calibrate` on its
+validation rows' residuals), version 8 none, as a version registered before intervals were
+calibrated. `bento_server` starts `bentoml serve` on one of them.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import signal
 import subprocess
@@ -22,6 +25,7 @@ import polars as pl
 import xgboost as xgb
 
 from ml_assets.deployment.bento import save_and_build
+from ml_assets.evaluation.intervals import calibrate
 from ml_assets.features.assets import FEATURES_TABLE, feature_spec
 from ml_assets.forecasting.horizon import horizon_features
 from ml_assets.training.dataset import (
@@ -32,7 +36,7 @@ from ml_assets.training.dataset import (
     split_by_time,
     to_matrix,
 )
-from ml_assets.training.model import fit
+from ml_assets.training.model import fit, predict
 from tests.conftest import featured_world
 from tests.e2e.servers import free_port
 
@@ -52,6 +56,7 @@ class BentoWorld:
     newer: dict[str, str]  # of version 8 (the booster's first 3 trees)
     features_version: int
     labels: dict[str, str]
+    intervals: dict[str, Any]  # version 7's calibration (`Calibration.to_json()`)
 
 
 def build_bento_world(home: Path) -> BentoWorld:
@@ -77,19 +82,31 @@ def build_bento_world(home: Path) -> BentoWorld:
                   max_rounds=30).booster
     meta = {"numeric": columns.numeric, "categorical": columns.categorical,
             "category_levels": levels}
+    intervals = _calibration(booster, valid, columns, levels)
     labels = {"mlflow_version": "7", "mlflow_run_id": "test-run",
               "delta_features": str(delta.version(FEATURES_TABLE)),
               "delta_training_set": "0", "delta_bronze_sales": str(delta.version("bronze/sales")),
               "metric_backtest_wape": "0.42", "metric_seasonal_naive_wape": "0.61"}
     bentoml_home = home / "bentoml"
-    built = save_and_build(booster, meta, labels, bentoml_home)
+    built = save_and_build(booster, meta, labels, bentoml_home, intervals=intervals)
     newer = save_and_build(booster[:3], meta, {**labels, "mlflow_version": "8"}, bentoml_home)
 
     env = {**os.environ, **world.env, "BENTOML_HOME": str(bentoml_home),
            "BENTOML_DO_NOT_TRACK": "true"}
     env.pop("RETAIL_ML_API_TOKEN", None)
     return BentoWorld(home, env, booster, columns, levels, meta, snapshot, origin, spec, built,
-                      newer, delta.version("gold/forecast_features"), labels)
+                      newer, delta.version("gold/forecast_features"), labels, intervals)
+
+
+def _calibration(booster: xgb.Booster, valid: pl.DataFrame, columns: Columns,
+                 levels: dict[str, list[str]]) -> dict[str, Any]:
+    """Intervals from the validation window's residuals, as if it were one backtest origin."""
+    origin = valid.get_column("date").min() - dt.timedelta(days=1)
+    rows = valid.with_columns(
+        origin=pl.lit(origin), horizon=(pl.col("date") - pl.lit(origin)).dt.total_days(),
+        forced_zero=pl.lit(False),
+        challenger=pl.Series(predict(booster, to_matrix(valid, columns, levels))))
+    return calibrate(rows, "challenger", 0.8, 1).to_json()
 
 
 @contextmanager

@@ -94,6 +94,10 @@ def test_the_baseline_forecasts_are_written_and_served_over_http(world: dict) ->
     # seasonal naive repeats last week: exactly the pattern, and 0 on closed Sundays
     expected = [WEEK[d.weekday()] * int(s) for s, d in batch.select("store_id", "date").rows()]
     assert batch.get_column("units_forecast").to_list() == pytest.approx(expected)
+    # the baseline's intervals come from its own backtest residuals: none, it never erred
+    assert batch.get_column("lower").to_list() == pytest.approx(expected)
+    assert batch.get_column("upper").to_list() == pytest.approx(expected)
+    assert set(batch.get_column("interval_level")) == {0.8}
 
     with bento_server("demand_forecaster:latest", world["env"], ROOT,
                       home / "serve.log") as (url, proc):
@@ -110,6 +114,9 @@ def test_the_baseline_forecasts_are_written_and_served_over_http(world: dict) ->
     assert info["model_version"] == "2" and info["kind"] == "seasonal_naive"
     assert info["covariates"] == ["Open"]
     assert [a["units"] for a in answers] == pytest.approx(expected)
+    assert [a["lower"] for a in answers] == pytest.approx(expected)
+    assert [a["upper"] for a in answers] == pytest.approx(expected)
+    assert info["intervals"]["level"] == 0.8 and info["intervals"]["missing"] is None
     # a what-if closing an open day: forced to 0 by the dataset's rule
     assert closing.status_code == 200, closing.text
     assert closing.json()["units"] == 0.0

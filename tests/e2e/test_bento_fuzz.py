@@ -85,7 +85,8 @@ def test_fuzzing_the_spec_finds_no_server_error_and_no_undocumented_response(
 def _bentoml_spec() -> dict:
     """The parts of BentoML's spec that `with_real_errors` rewrites."""
     def operation(body: bool) -> dict:
-        return {"responses": {"200": {"description": "OK"}, "500": {"description": "?"}},
+        return {"responses": {200: {"description": "OK", "content": {"application/json": {
+                    "schema": {}}}}, "500": {"description": "?"}},
                 **({"requestBody": {"content": {"application/json": {"schema": {}}}}}
                    if body else {})}
     return {"openapi": "3.0.2", "components": {"schemas": {}}, "paths": {
@@ -110,3 +111,7 @@ def test_the_spec_says_what_the_server_enforces(monkeypatch: pytest.MonkeyPatch,
     assert body["schema"] == {"$ref": "#/components/schemas/ForecastRequest"}
     price = spec["components"]["schemas"]["ForecastRequest"]["properties"]["price"]
     assert {"type": "null"} in price["anyOf"]  # "price": null is accepted: no override
+    answer = spec["paths"]["/forecast"]["post"]["responses"][200]["content"]["application/json"]
+    assert answer["schema"] == {"$ref": "#/components/schemas/Forecast"}
+    lower = spec["components"]["schemas"]["Forecast"]["properties"]["lower"]
+    assert {"type": "null"} in lower["anyOf"]  # null: a model without interval calibration

@@ -18,6 +18,7 @@ import polars as pl
 import pytest
 import requests
 
+from ml_assets.evaluation.intervals import Calibration, bounds
 from ml_assets.training.dataset import to_matrix
 from ml_assets.training.model import predict
 from tests.e2e.bento_world import BentoWorld, bento_server
@@ -46,11 +47,17 @@ def served(bento_world: BentoWorld) -> Iterator[dict]:
                    "columns": w.columns, "levels": w.levels, "snapshot": w.snapshot,
                    "origin": w.origin, "spec": w.spec, "built": w.built, "newer": w.newer,
                    "features_version": w.features_version, "labels": w.labels,
-                   "log": home / "serve.log"}
+                   "intervals": Calibration.from_json(w.intervals), "log": home / "serve.log"}
 
 
 def _expected(served: dict, rows: pl.DataFrame) -> np.ndarray:
     return predict(served["booster"], to_matrix(rows, served["columns"], served["levels"]))
+
+
+def _intervals(served: dict, rows: pl.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """The intervals of the rows' forecasts by the calibration the Bento was built with."""
+    return bounds(served["intervals"], _expected(served, rows), rows.get_column("horizon"),
+                  rows.get_column("forced_zero").to_numpy())
 
 
 def _requests(rows: pl.DataFrame) -> list[dict]:
@@ -68,11 +75,13 @@ def test_forecast_equals_batch_scoring_of_the_snapshot_row(served: dict) -> None
     store, item, date = row.select("store_id", "item_id", "date").row(0)
     answer = served["client"].forecast(store_id=store, item_id=item, date=date.isoformat())
     assert answer["units"] == pytest.approx(float(_expected(served, row)[0]), abs=1e-5)
-    assert answer | {"units": None} == {
+    (low,), (high,) = _intervals(served, row)
+    assert (answer["lower"], answer["upper"]) == pytest.approx((low, high), abs=1e-4)
+    assert answer | {"units": None, "lower": None, "upper": None} == {
         "store_id": store, "item_id": item, "date": date.isoformat(), "units": None,
         "model_version": "7", "model_tag": served["built"]["model_tag"],
         "features_origin": origin.isoformat(), "features_version": served["features_version"],
-        "horizon": 3}
+        "horizon": 3, "lower": None, "upper": None, "interval_level": 0.8}
 
 
 def test_serves_the_model_it_was_built_with_not_the_newest(served: dict) -> None:
@@ -91,6 +100,12 @@ def test_batch_forecast_equals_single_forecasts_and_batch_scoring(served: dict) 
         (r["store_id"], r["item_id"], r["date"]) for r in _requests(rows)]
     units = [a["units"] for a in answers]
     np.testing.assert_allclose(units, _expected(served, rows), atol=1e-5)
+    # every answer carries its interval (P10 to P90), which holds the forecast
+    low, high = _intervals(served, rows)
+    np.testing.assert_allclose([a["lower"] for a in answers], low, atol=1e-4)
+    np.testing.assert_allclose([a["upper"] for a in answers], high, atol=1e-4)
+    assert all(a["lower"] <= a["units"] <= a["upper"] for a in answers)
+    assert {a["interval_level"] for a in answers} == {0.8}
     singles = [served["client"].forecast(**r)["units"] for r in _requests(rows.head(60))]
     assert units[:60] == singles
 
@@ -224,6 +239,9 @@ def test_model_endpoint_reports_versions_metrics_and_snapshot(served: dict) -> N
         "last_date": (origin + dt.timedelta(days=served["spec"].horizon)).isoformat(),
         "period_days": 1, "series": snapshot.select("store_id", "item_id").n_unique(),
         "rows": snapshot.height}
+    assert info["intervals"] == {
+        "level": 0.8, "coverage": {}, "measured": None, "missing": None,
+        "method": served["intervals"].method}
 
 
 def _count(metrics: str, endpoint: str) -> float:
@@ -266,14 +284,16 @@ def test_openapi_documents_every_endpoint_with_its_schemas_and_errors(served: di
                                        "covariates"}
     assert body["required"] == ["store_id", "item_id", "date"]
     out = json_schema(forecast["responses"]["200"])
-    assert {"units", "model_version", "features_version", "horizon"} <= set(out["properties"])
+    assert {"units", "model_version", "features_version", "horizon", "lower", "upper",
+            "interval_level"} <= set(out["properties"])
+    assert out["properties"]["lower"]["anyOf"] == [{"type": "number"}, {"type": "null"}]
     batch = paths["/forecast_batch"]["post"]
     items = json_schema(batch["requestBody"])["properties"]["requests"]["items"]
     assert set(resolved(items)["properties"]) == set(body["properties"])
     assert set(resolved(json_schema(batch["responses"]["200"])["items"])["properties"]) == set(
         out["properties"])
     model = paths["/model"]["get"]
-    assert {"metrics", "training_data", "features"} <= set(
+    assert {"metrics", "training_data", "features", "intervals"} <= set(
         json_schema(model["responses"]["200"])["properties"])
     # the statuses the tests above see, each with the error body's schema
     for op, statuses in ((forecast, {"400", "401", "404", "415", "422"}),

@@ -133,6 +133,10 @@ def test_make_serve_answers_with_the_batch_forecast(demo: dict) -> None:
         promoted = requests.post(f"{url}/forecast", timeout=30,
                                  json={**request, "on_promo": 1})
     assert answer["units"] == pytest.approx(batch["units_forecast"], abs=1e-4)
+    # with its interval, as the batch forecast has it
+    assert batch["lower"] <= batch["units_forecast"] <= batch["upper"]
+    assert (answer["lower"], answer["upper"]) == pytest.approx((batch["lower"], batch["upper"]),
+                                                               abs=1e-3)
     assert answer["model_version"] == batch["model_version"] == "1"
     assert promoted.status_code == 200, promoted.text
     assert promoted.json()["units"] >= 0 and promoted.json()["model_version"] == "1"

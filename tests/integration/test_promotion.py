@@ -19,7 +19,7 @@ import pytest
 from ml_assets.definitions import build_definitions
 from ml_assets.deployment.pointer import read_champion
 from ml_assets.simulation.landing import land, landed_days
-from ml_assets.training.registry import alias_version, registry_client
+from ml_assets.training.registry import alias_version, load_version, registry_client
 from ml_assets.training.reproduce import reproduce
 from resources.settings import load_settings
 from resources.tracking import REGISTERED_MODEL
@@ -117,8 +117,9 @@ def test_report_has_every_scope_and_the_plots(story) -> None:
     report = world.defs.resources["delta"].read("gold/model_evaluation")
     assert set(report.get_column("scope")) == {"overall", "horizon_bucket", "category", "store"}
     first_report = report.filter(pl.col("model_version") == "1")
+    # the simulated world's noise floor is scored as one more forecaster
     assert set(first_report.get_column("forecaster")) == {"challenger", "seasonal_naive",
-                                                          "moving_average_28"}
+                                                          "moving_average_28", "oracle"}
     overall = first_report.filter(pl.col("scope") == "overall")
     metrics = overall.select("wape", "mae", "rmse", "bias", "mase", "rmspe")
     assert metrics.null_count().sum_horizontal().item() == 0
@@ -130,6 +131,36 @@ def test_report_has_every_scope_and_the_plots(story) -> None:
     artifacts = {Path(a.path).name for a in client.list_artifacts(run_id, "evaluation")}
     assert {"forecast_vs_actual.png", "error_by_horizon.png",
             "feature_importance.png"} <= artifacts
+
+
+def test_report_reads_the_challenger_against_the_simulated_oracle(story) -> None:
+    _, _, steps = story
+    (mat,) = steps["first"][0].asset_materializations_for_node("model_evaluation")
+    meta = {k: v.value for k, v in mat.metadata.items()}
+    assert meta["wape_ratio_challenger_oracle"] == pytest.approx(
+        meta["wape_challenger"] / meta["wape_oracle"], abs=1e-3)
+    # the true expected demand is the best forecast there is, up to noise
+    assert meta["wape_oracle"] < meta["wape_challenger"]
+    assert set(meta["wape_ratio_challenger_oracle_by_horizon_bucket"]) == {"1-7", "8-14",
+                                                                          "15-28"}
+    assert "| oracle |" in meta["metrics_horizon_bucket"]
+
+
+def test_every_evaluated_version_carries_its_interval_calibration(story) -> None:
+    world, client, steps = story
+    (mat,) = steps["first"][0].asset_materializations_for_node("model_evaluation")
+    meta = {k: v.value for k, v in mat.metadata.items()}
+    assert meta["interval_level"] == 0.8
+    assert meta["interval_coverage_measured"] == "leave one origin out (3 origins)"
+    assert set(meta["interval_coverage"]) == {"1-7", "8-14", "15-28", "all"}
+    # 24 series: a held-out origin's coverage is noisy, but near the level
+    assert 0.65 <= meta["interval_coverage"]["all"] <= 0.95
+    assert "| 1-7 |" in meta["metrics_intervals"]
+    models = {v: load_version(world.settings.mlflow_tracking_uri, v) for v in ("1", "2")}
+    for model in models.values():  # the blocked challenger's too
+        assert model.intervals is not None and model.intervals.level == 0.8
+        assert model.intervals_missing == ""
+    assert models["1"].intervals.coverage == meta["interval_coverage"]  # type: ignore[union-attr]
 
 
 def test_worse_challenger_is_blocked_and_aliases_stay(story) -> None:

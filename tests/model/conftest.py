@@ -15,8 +15,14 @@ import numpy as np
 import polars as pl
 import pytest
 
+from ml_assets.features.recent import with_recent
 from ml_assets.features.transforms import SERIES, FeatureSpec, build_features
-from ml_assets.forecasting.horizon import active_series, future_rows, horizon_features
+from ml_assets.forecasting.horizon import (
+    active_series,
+    finish_rows,
+    future_rows,
+    horizon_features,
+)
 from ml_assets.simulation import Scenario, World, WorldConfig
 from ml_assets.training.dataset import (
     TARGET,
@@ -95,6 +101,7 @@ def train(data: Data) -> Trained:
     """features -> training_set -> demand_model -> forecast_features, as the assets chain them."""
     features = build_features(data.sales, SPEC, **data.dims)
     frame = split_by_time(features, SPEC.horizon, SPEC.period_days, TRAINING_WINDOW)
+    frame = with_recent(frame, data.sales, SPEC)
     columns, levels = category_levels(frame, model_columns(frame.drop("split")))
     train_rows, valid_rows = (canonical_order(frame.filter(pl.col("split") == s), columns)
                               for s in ("train", "valid"))
@@ -121,7 +128,7 @@ def what_if_rows(data: Data, price_factor: float = 1.0, on_promo: int = 0) -> pl
     future = future.with_columns(price=pl.col("price") * price_factor,
                                  on_promo=pl.lit(on_promo, history.schema["on_promo"]))
     table = build_features(pl.concat([history, future]), SPEC, **data.dims)
-    return table.filter(pl.col("date") > data.origin).sort([*SERIES, "date"])
+    return finish_rows(table, history, data.origin, SPEC).sort([*SERIES, "date"])
 
 
 @pytest.fixture(scope="package")

@@ -14,6 +14,7 @@ import polars as pl
 import pytest
 from polars.testing import assert_frame_equal
 
+from ml_assets.features.recent import recent_columns
 from ml_assets.features.transforms import SERIES, FeatureSpec, build_features
 from ml_assets.forecasting.horizon import active_series, future_rows, horizon_features
 from ml_assets.forecasting.online import (
@@ -56,7 +57,9 @@ def offline(inputs: dict) -> pl.DataFrame:
 @pytest.fixture(scope="module")
 def state(inputs: dict) -> OnlineState:
     return build_state(inputs["sales"], inputs["origin"], SPEC, **inputs["dims"])
-AT_ORIGIN = ("seasonal_naive", "moving_average_28", "forced_zero")  # finish_rows adds them
+# finish_rows adds them
+AT_ORIGIN = ("seasonal_naive", "moving_average_28", "forced_zero",
+             *recent_columns(FeatureSpec())[1:])
 
 
 def _what_if(inputs: dict, store: str, item: str, date: dt.date, **override: object

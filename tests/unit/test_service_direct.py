@@ -27,6 +27,7 @@ from bentos.demand_forecaster.schemas import ForecastRequest
 from bentos.demand_forecaster.service import MAX_BATCH_ENV, DemandForecaster
 from bentos.demand_forecaster.state import FEATURES_TABLE
 from ml_assets.deployment.pointer import publish_champion
+from ml_assets.evaluation.intervals import Calibration, bounds, no_calibration
 from ml_assets.monitoring.prediction_log import read_log_files
 from ml_assets.training.dataset import Columns, to_matrix
 from ml_assets.training.model import fit, predict
@@ -115,9 +116,11 @@ def test_forecast_is_the_batch_scoring_of_its_snapshot_row(world: SimpleNamespac
     row = world.snapshot.filter(pl.col("horizon") == 5).head(1)
     answer = _forecast(world, **_requests(row)[0])
     assert answer["units"] == pytest.approx(float(_expected(world, row)[0]), abs=1e-6)
+    # this model has no interval calibration (registered before intervals): null intervals
     assert answer | {"units": None} == {
         **_requests(row)[0], "units": None, "model_version": "7", "model_tag": world.model_tag,
-        "features_origin": ORIGIN, "features_version": 1, "horizon": 5}
+        "features_origin": ORIGIN, "features_version": 1, "horizon": 5, "lower": None,
+        "upper": None, "interval_level": None}
 
 
 def test_batch_equals_single_forecasts_and_batch_scoring(world: SimpleNamespace) -> None:
@@ -205,6 +208,8 @@ def test_model_info_reports_versions_metrics_and_snapshot(world: SimpleNamespace
         "metrics": {"backtest_wape": 0.41},
         "training_data": {"features": 3, "training_set": 2},
         "feature_columns": COLUMNS.all, "kind": "xgboost", "covariates": [],
+        "intervals": {"level": None, "coverage": {}, "measured": None, "method": None,
+                      "missing": no_calibration("7")},
         "features": {"table": FEATURES_TABLE, "version": 1, "origin": ORIGIN,
                      "first_date": ORIGIN + dt.timedelta(days=1),
                      "last_date": ORIGIN + dt.timedelta(days=HORIZON), "period_days": 1,
@@ -239,8 +244,16 @@ def test_hot_swap_to_a_published_champion_and_a_new_snapshot(world: SimpleNamesp
     request = _requests(row)[0]
     assert svc.reloader.check() is False  # nothing moved
     newer = world.booster[:4]
-    model = bentoml.xgboost.save_model("demand_forecaster", newer, metadata=world.meta,
-                                       labels={**world.labels, "mlflow_version": "8"})
+    # the new champion has intervals: a hand-made calibration, wider for later horizons
+    buckets = ("1-7", "8-14", "15-28", "29+", "all")
+    calibration = Calibration(
+        level=0.8, period_days=1, edges=[5.0], rows=dict.fromkeys(buckets, 500),
+        lower={b: [-1.0 - i, -2.0 - i] for i, b in enumerate(buckets)},
+        upper={b: [1.5 + i, 2.5 + i] for i, b in enumerate(buckets)},
+        coverage={"1-7": 0.79, "all": 0.8}, measured="leave one origin out (3 origins)")
+    model = bentoml.xgboost.save_model(
+        "demand_forecaster", newer, metadata={**world.meta, "intervals": calibration.to_json()},
+        labels={**world.labels, "mlflow_version": "8"})
     serving = world.home / "serving"
     try:
         publish_champion(serving, str(model.tag), "8", "demand_forecaster:b8", "promoted")
@@ -252,6 +265,15 @@ def test_hot_swap_to_a_published_champion_and_a_new_snapshot(world: SimpleNamesp
         assert after["units"] == pytest.approx(float(predict(newer, to_matrix(
             row, COLUMNS, LEVELS))[0]), abs=1e-6)
         assert before["units"] != after["units"]
+        # and its intervals, from the calibration it was saved with
+        assert before["lower"] is None
+        low, high = bounds(calibration, np.array([after["units"]]), np.array([2]))
+        assert (after["lower"], after["upper"], after["interval_level"]) == pytest.approx(
+            (low[0], high[0], 0.8))
+        assert after["lower"] <= after["units"] <= after["upper"]
+        info = asyncio.run(svc.model_info()).intervals
+        assert (info.level, info.coverage, info.missing) == (0.8, {"1-7": 0.79, "all": 0.8},
+                                                             None)
 
         version = after["features_version"]
         world.snapshot.write_delta(str(world.home / "delta" / FEATURES_TABLE), mode="overwrite")
