@@ -72,9 +72,11 @@ class DeltaStore(dg.ConfigurableResource):
         """Replaces the rows matching `predicate` (or the whole table) in one commit.
 
         delta-rs refuses data outside the predicate, so a window write cannot touch other
-        partitions by mistake. Returns the new table version.
+        partitions by mistake. New columns join the table (older rows read them as null): an
+        upgrade that adds a column to a table, as intervals did to `gold/batch_forecasts`,
+        keeps working on an existing home. Returns the new table version.
         """
-        options: dict[str, object] = {"schema_mode": "merge"} if predicate is None else {}
+        options: dict[str, object] = {"schema_mode": "merge"}
         if predicate is not None:
             options["predicate"] = predicate
         if partition_by:
