@@ -93,11 +93,17 @@ def registry_client(tracking_uri: str) -> mlflow.MlflowClient:
 
 
 def alias_version(client: mlflow.MlflowClient, alias: str) -> str | None:
-    """The version an alias points to, or None when the alias (or the model) does not exist."""
+    """The version an alias points to, or None when the alias (or the model) does not exist.
+    Any other registry failure (an outage, a permission) raises: read as "no champion", it
+    would let a challenger through the gate judged against the baselines alone."""
     try:
         return str(client.get_model_version_by_alias(REGISTERED_MODEL, alias).version)
-    except MlflowException:
-        return None
+    except MlflowException as e:
+        absent = e.error_code == "RESOURCE_DOES_NOT_EXIST" or (
+            e.error_code == "INVALID_PARAMETER_VALUE" and "not found" in e.message)
+        if absent:
+            return None
+        raise
 
 
 @contextlib.contextmanager
