@@ -119,7 +119,7 @@ def recent_features(history: pl.DataFrame, rows: pl.DataFrame, spec: FeatureSpec
         out["recent_same_day_mean"] = np.where(
             counted > 0, np.nansum(lagged, axis=0) / np.maximum(counted, 1), np.nan)
     if pooled is None:
-        out.update(_pooled(history, rows, origin, spec))
+        out.update(_pooled(history, rows, h, spec))
     else:
         out.update(rows.select(SERIES).join(pooled, on=SERIES, how="left",
                                             maintain_order="left").drop(SERIES).to_dict())
@@ -127,7 +127,7 @@ def recent_features(history: pl.DataFrame, rows: pl.DataFrame, spec: FeatureSpec
                          else v for k, v in out.items()}).select(recent_columns(spec))
 
 
-def _pooled(history: pl.DataFrame, rows: pl.DataFrame, origin: np.ndarray,
+def _pooled(history: pl.DataFrame, rows: pl.DataFrame, h: np.ndarray,
             spec: FeatureSpec) -> dict[str, np.ndarray]:
     short, mid, long_ = spec.windows
     out = {}
@@ -136,6 +136,7 @@ def _pooled(history: pl.DataFrame, rows: pl.DataFrame, origin: np.ndarray,
         # estimated from many series, far less noisy than the series' own
         pooled = _AtOrigin(history.group_by("date", key).agg(pl.col("units_sold").mean()),
                            rows, [key], spec.period_days)
+        origin = pooled.t - h  # the history's first date is the series' table's: same t
         name = key.removesuffix("_id")
         level = pooled.mean(origin, long_)
         out[f"{name}_level"] = level
@@ -150,11 +151,15 @@ def pooled_at(history: pl.DataFrame, origin: dt.date, spec: FeatureSpec) -> pl.D
     """The pooled columns of every series in `history` as known at `origin`: what a request
     at that origin joins instead of pooling the whole history again."""
     first = origin + dt.timedelta(days=spec.period_days)
-    rows = history.select(SERIES).unique().with_columns(
-        date=pl.lit(first, pl.Date), horizon=pl.lit(1, pl.Int32))
-    recent = recent_features(history.select("date", *SERIES, "units_sold"), rows, spec)
-    return pl.concat([rows.select(SERIES), recent.select(pooled_columns(spec))],
-                     how="horizontal")
+    series = history.select(SERIES).unique().with_columns(date=pl.lit(first, pl.Date))
+    history = history.filter(pl.col("units_sold").is_not_null())
+    if history.height == 0:
+        return series.select(*SERIES, *[pl.lit(None, pl.Float64).alias(c)
+                                         for c in pooled_columns(spec)])
+    out = _pooled(history, series, np.ones(series.height, dtype=np.int64), spec)
+    return series.select(SERIES).with_columns(
+        pl.Series(k, v, nan_to_null=True) for k, v in out.items()).select(
+        *SERIES, *pooled_columns(spec))
 
 
 def with_recent(rows: pl.DataFrame, history: pl.DataFrame, spec: FeatureSpec,

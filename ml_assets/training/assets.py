@@ -99,7 +99,8 @@ def _sales_before(delta: DeltaStore, rows: pl.DataFrame, spec: FeatureSpec) -> p
     if first is None:
         return pl.DataFrame(schema={"date": pl.Date, **dict.fromkeys(SERIES, pl.Utf8),
                                     "units_sold": pl.Float64})
-    start = first - dt.timedelta(days=(spec.horizon + spec.windows[1] + 28) * spec.period_days)
+    # the longest reach back from a row: its origin (up to H), then the pooled level's window
+    start = first - dt.timedelta(days=(spec.horizon + spec.windows[2]) * spec.period_days)
     return (delta.scan("bronze/sales").filter(pl.col("date") >= start)
             .select("date", *SERIES, "units_sold").collect())
 

@@ -8,8 +8,14 @@ import numpy as np
 import polars as pl
 import pytest
 
-from ml_assets.features.recent import recent_columns, recent_features, sampled_horizon
-from ml_assets.features.transforms import FeatureSpec
+from ml_assets.features.recent import (
+    pooled_at,
+    pooled_columns,
+    recent_columns,
+    recent_features,
+    sampled_horizon,
+)
+from ml_assets.features.transforms import SERIES, FeatureSpec
 
 SPEC = FeatureSpec(horizon=14)
 START = dt.date(2025, 1, 6)  # a Monday
@@ -82,3 +88,12 @@ def test_sampled_horizons_cover_1_to_h_and_ignore_ids() -> None:
     assert (drawn == SPEC.horizon).mean() > 0.25 / SPEC.horizon
     renamed = rows.with_columns(store_id=pl.col("store_id").replace({"A": "Z", "B": "Y"}))
     assert renamed.with_columns(sampled_horizon(renamed, SPEC))["horizon"].equals(drawn)
+
+
+def test_pooled_at_equals_the_pooled_columns_of_rows_at_that_origin() -> None:
+    two = pl.concat([_sales(60), _sales(60, value=10.0).with_columns(item_id=pl.lit("I2"))])
+    origin = START + dt.timedelta(days=40)
+    rows = two.select(SERIES).unique().sort(SERIES).with_columns(
+        date=pl.lit(origin + dt.timedelta(days=5)), horizon=pl.lit(5, pl.Int32))
+    via_rows = recent_features(two, rows, SPEC).select(pooled_columns(SPEC))
+    assert pooled_at(two, origin, SPEC).sort(SERIES).drop(SERIES).equals(via_rows)
