@@ -241,6 +241,7 @@ class PlatformRun:
     spec: Any  # ml_assets.evaluation.report.BacktestSpec
     forecast_column: str
     evaluation: dict[str, Any]  # model_evaluation's metadata
+    model: dict[str, Any]  # demand_model's metadata: the recipe it chose, on what scores
     seconds: dict[str, float]
     sales: pl.DataFrame  # bronze, for the peers
     dims: dict[str, pl.DataFrame | None]
@@ -368,9 +369,13 @@ def run_platform(env: Mapping[str, str]) -> PlatformRun:
         # the backtest proper: refits at every origin, the served rows, the baselines
         seconds["backtest"], seconds["backtest_cpu"] = seen.get("seconds", (math.nan,) * 2)
         event = instance.get_latest_materialization_event(dg.AssetKey("model_evaluation"))
+        trained = instance.get_latest_materialization_event(dg.AssetKey("demand_model"))
     if event is None or event.asset_materialization is None:
         raise RuntimeError(f"model_evaluation did not materialize: {_failures(result)}")
     evaluation = {k: v.value for k, v in event.asset_materialization.metadata.items()}
+    model = ({k: v.value for k, v in trained.asset_materialization.metadata.items()
+              if k in ("objective", "target_scale", "valid_wape")}
+             if trained is not None and trained.asset_materialization is not None else {})
     delta = DeltaStore(root=str(settings.delta_root))
     spec = backtest_spec(settings)
     stored = _stored_backtest(settings.delta_root)
@@ -400,7 +405,7 @@ def run_platform(env: Mapping[str, str]) -> PlatformRun:
             for name in ("stores", "items", "calendar")}
     return PlatformRun(settings, backtest, source, served,
                        delta.read(TRAINING_TABLE).drop("split", strict=False), spec, column,
-                       evaluation, seconds, sales, dims)
+                       evaluation, model, seconds, sales, dims)
 
 
 def _failures(result: Any) -> dict[str, str]:
@@ -806,6 +811,7 @@ def run_case(name: str, work: Path, sizes: Sizes, recipe: MlfRecipe) -> dict[str
         "platform_interval_coverage_measured": run.evaluation.get("interval_coverage_measured"),
         "platform_interval_level": run.evaluation.get("interval_level"),
         "known_future": run.evaluation.get("known_future"),
+        "platform_recipe": run.model,
         "seconds": {"prepare": prepared, "platform": run.seconds,
                     "mlforecast": peer_info["seconds"], "baselines": baselines_s,
                     "total": time.perf_counter() - started},
@@ -934,6 +940,16 @@ def verdict(result: dict[str, Any]) -> str:
     return f"**{result['name']}**: " + "; ".join(parts) + "."
 
 
+def _recipe(model: dict[str, Any]) -> str:
+    if not model:
+        return "n/a"
+    scale = model.get("target_scale")
+    scores = ", ".join(f"{k} {_f(v, 4)}" for k, v in (model.get("valid_wape") or {}).items())
+    target = ("the raw target" if scale in (None, "none")
+              else f"the target per series' level ({scale})")
+    return f"{model.get('objective')} on {target}; validation WAPE of every candidate: {scores}"
+
+
 def markdown(report: dict[str, Any]) -> str:
     lines = ["# Accuracy: the platform vs mlforecast + LightGBM and the baselines", "",
              f"{report['when']}, {report['machine']}, {'quick' if report['quick'] else 'full'} "
@@ -983,6 +999,7 @@ def markdown(report: dict[str, Any]) -> str:
             f"- platform rows from {r['backtest_rows_source']}; its reported WAPE "
             f"{_f(r['platform_reported_wape'], 4)} (over its own rows); known future per "
             f"origin: {', '.join(sorted(set(known.values()))) if known else 'n/a'}",
+            f"- platform recipe: {_recipe(r.get('platform_recipe') or {})}",
             f"- mlforecast: lags {r['mlforecast']['origins'][-1]['lags']}, known-in-advance "
             f"inputs {r['mlforecast']['known_future'] or 'none'}, "
             f"{len(r['mlforecast']['features']['static'])} static attributes, conformal "

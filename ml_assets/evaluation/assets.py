@@ -35,7 +35,7 @@ from ml_assets.metadata import markdown_table
 from ml_assets.simulation.landing import world_for
 from ml_assets.training.assets import TRAINING_TABLE
 from ml_assets.training.dataset import TARGET, canonical_order
-from ml_assets.training.model import predict, refit
+from ml_assets.training.model import predict, refit, scale_tag
 from ml_assets.training.registry import (
     BASELINE_KIND,
     RegisteredModel,
@@ -70,7 +70,8 @@ def candidate(name: str, model: RegisteredModel, lag_days: int = 0) -> Candidate
     def fit_predict(train: pl.DataFrame, rows: pl.DataFrame) -> np.ndarray:
         train = canonical_order(train, model.columns)
         booster = refit(model.matrix(train), train.get_column(TARGET).to_numpy(),
-                        model.tags["objective"], int(model.tags["rounds"]))
+                        model.tags["objective"], int(model.tags["rounds"]),
+                        scale_tag(model.tags.get("target_scale")))
         return predict(booster, model.matrix(rows))
     return Candidate(name, fit_predict, lag_days)
 

@@ -36,6 +36,11 @@ def recent_columns(spec: FeatureSpec) -> list[str]:
                     for kind in (f"trend_{short}", f"trend_{mid}", "level")]
 
 
+def level_column(spec: FeatureSpec) -> str:
+    """The series' recent level at the origin: the per-series scale of the model's target."""
+    return f"recent_mean_{spec.windows[1]}"
+
+
 def sampled_horizon(rows: pl.DataFrame, spec: FeatureSpec) -> pl.Expr:
     """A horizon in 1..H per training row, from a hash of its date and lag features (never its
     ids). Drawn as 1 + H u^2 for a uniform u: dense near the origin, where the recent features

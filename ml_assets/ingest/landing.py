@@ -2,17 +2,23 @@
 
 from __future__ import annotations
 
+import codecs
 import datetime as dt
 import glob
+import re
 from pathlib import Path
+from typing import Any
 
 import polars as pl
 
 from resources.settings import FileSource
 
+_SNIFF_BYTES = 64 * 1024
+_FIRST_BREAK = re.compile(rb"\r\n|\r|\n")
+
 
 class ContractError(ValueError):
-    """The delivery cannot be read at all (missing columns, unreadable file)."""
+    """The delivery cannot be read at all (missing columns, no rows, unreadable file)."""
 
 
 def list_files(source: FileSource) -> list[Path]:
@@ -21,25 +27,72 @@ def list_files(source: FileSource) -> list[Path]:
     return sorted((p for p in paths if p.is_file()), key=lambda p: (p.stat().st_mtime_ns, p.name))
 
 
-def _header(path: Path, source: FileSource) -> list[str]:
+def read_csv(path: Path, **kwargs: Any) -> pl.DataFrame:
+    """`pl.read_csv` for real deliveries: CR-only line endings and latin-1 text too.
+
+    A UTF-8 file with LF or CRLF endings, with or without a BOM (polars handles those), is read
+    straight from its path: files run to tens of millions of rows. Only a file that needs it is
+    decoded and re-encoded in memory.
+    """
+    with path.open("rb") as fh:
+        head = fh.read(_SNIFF_BYTES)
+    first_break = _FIRST_BREAK.search(head)
+    cr_only = first_break is not None and first_break.group() == b"\r"
+    if not cr_only and _is_utf8(head):
+        try:
+            return pl.read_csv(path, **kwargs)
+        except pl.exceptions.ComputeError as exc:
+            if "utf-8" not in str(exc):  # non-UTF-8 text past the sniffed head falls through
+                raise
+    return pl.read_csv(_utf8_lf(path.read_bytes(), cr_only), **kwargs)
+
+
+def _is_utf8(head: bytes) -> bool:
+    try:  # incremental: a character cut at the end of the head is not an error
+        codecs.getincrementaldecoder("utf-8")().decode(head, final=False)
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+def _utf8_lf(raw: bytes, cr_only: bool) -> bytes:
+    raw = raw.removeprefix(codecs.BOM_UTF8)
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        text = raw.decode("latin-1")  # maps every byte, so it cannot fail
+    if cr_only:  # polars reads a lone CR as data, so old Mac files become one header line
+        text = text.replace("\r\n", "\n").replace("\r", "\n")
+    return text.encode()
+
+
+def _head(path: Path, source: FileSource) -> pl.DataFrame:
+    """The header and at most one data row: enough to tell missing columns and empty files."""
     if source.file_format(path) == "parquet":
-        return list(pl.read_parquet_schema(path))
-    return pl.read_csv(path, n_rows=0, separator=source.separator).columns
+        return pl.scan_parquet(path).head(1).collect()
+    return read_csv(path, n_rows=1, infer_schema=False, separator=source.separator,
+                    raise_if_empty=False)
 
 
 def check_columns(paths: list[Path], source: FileSource, required: list[str]) -> None:
-    """Fails before anything is written, naming every file and the contract columns it lacks."""
+    """Fails before anything is written, naming every file that lacks a contract column or
+    holds no data row (a misread delivery looks like that), with the columns expected."""
+    expected = {c: source.source_column(c) for c in required if c not in source.constants}
     problems = []
     for path in paths:
         try:
-            header = set(_header(path, source))
+            head = _head(path, source)
         except Exception as exc:  # an unreadable file is a contract error with its name on it
             problems.append(f"{path}: cannot read the header ({exc})")
             continue
-        missing = [f"{c} (source column '{source.source_column(c)}')" for c in required
-                   if c not in source.constants and source.source_column(c) not in header]
+        missing = [f"{c} (source column '{src}')" for c, src in expected.items()
+                   if src not in head.columns]
         if missing:
             problems.append(f"{path}: missing columns {', '.join(missing)}")
+        if head.is_empty():
+            columns = ", ".join(f"'{src}'" for src in expected.values())
+            problems.append(f"{path}: no data rows (expected a header with {columns} and "
+                            f"at least one row under it)")
     if problems:
         raise ContractError("Landing files break the contract:\n" + "\n".join(problems))
 
@@ -52,13 +105,13 @@ def read_raw(path: Path, source: FileSource, wanted: dict[str, str]) -> pl.DataF
     """
     rename = {src: c for c, src in wanted.items() if c not in source.constants}
     try:
-        present = set(_header(path, source))
+        present = set(_head(path, source).columns)
         columns = [s for s in rename if s in present]
         if source.file_format(path) == "parquet":
             frame = pl.read_parquet(path, columns=columns).with_columns(pl.all().cast(pl.Utf8))
         else:
-            frame = pl.read_csv(path, columns=columns, infer_schema=False,
-                                separator=source.separator)
+            frame = read_csv(path, columns=columns, infer_schema=False,
+                             separator=source.separator)
     except (pl.exceptions.PolarsError, OSError) as exc:
         raise ContractError(f"{path}: cannot be read as {source.file_format(path)}: {exc}") \
             from exc
@@ -67,6 +120,8 @@ def read_raw(path: Path, source: FileSource, wanted: dict[str, str]) -> pl.DataF
     return frame.with_columns(
         *[pl.lit(v, pl.Utf8).alias(c) for c, v in source.constants.items()],
         *[pl.lit(None, pl.Utf8).alias(c) for c in missing_optional],
+    ).select(  # one column order for every file, so that a delivery's files stack
+        *wanted,
         pl.lit(str(path)).alias("source_file"),
         pl.int_range(1, pl.len() + 1, dtype=pl.Int64).alias("row_number"),
     )
@@ -90,15 +145,13 @@ def read_dimension(source: FileSource, key: str) -> pl.DataFrame:
     paths = list_files(source)
     if not paths:
         raise ContractError(f"No file matches {source.path}")
+    check_columns(paths, source, [key])
     frames = []
     for path in paths:
         if source.file_format(path) == "parquet":
             frame = pl.read_parquet(path)
         else:
-            frame = pl.read_csv(path, separator=source.separator, infer_schema_length=10_000,
-                                try_parse_dates=True)
-        src = source.source_column(key)
-        if src not in frame.columns:
-            raise ContractError(f"{path}: missing key column '{src}' for {key}")
-        frames.append(frame.rename({src: key}))
+            frame = read_csv(path, separator=source.separator, infer_schema_length=10_000,
+                             try_parse_dates=True)
+        frames.append(frame.rename({source.source_column(key): key}))
     return pl.concat(frames, how="diagonal_relaxed")

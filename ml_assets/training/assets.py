@@ -14,7 +14,7 @@ from mlflow.models import infer_signature
 from pydantic import field_validator
 
 from ml_assets.features.assets import FEATURES_TABLE, feature_spec
-from ml_assets.features.recent import with_recent
+from ml_assets.features.recent import level_column, with_recent
 from ml_assets.features.transforms import SERIES, FeatureSpec
 from ml_assets.metadata import table_metadata
 from ml_assets.training.dataset import (
@@ -119,6 +119,10 @@ class TrainingConfig(dg.Config):
             raise ValueError(f"objectives {unknown or names}: choose among {list(OBJECTIVES)}")
         return names
 
+    # Also fit the target divided by each series' recent level (training/model.py); the
+    # lower validation WAPE wins. False pins the raw target.
+    per_series_scale: bool = True
+
 
 def config_hash(settings: Settings, config: TrainingConfig) -> str:
     """What, beside data and code, decides the model: the dataset's shape, the training recipe
@@ -143,6 +147,7 @@ def config_hash(settings: Settings, config: TrainingConfig) -> str:
 def demand_model(context: dg.AssetExecutionContext, config: TrainingConfig
                  ) -> dg.MaterializeResult:
     tracking, delta = context.resources.mlflow, context.resources.delta
+    settings = context.resources.platform.get()
     training_version = delta.version(TRAINING_TABLE)
     frame = delta.read(TRAINING_TABLE, training_version)
     columns, levels = category_levels(frame, model_columns(frame.drop("split")))
@@ -155,17 +160,20 @@ def demand_model(context: dg.AssetExecutionContext, config: TrainingConfig
     result = fit(x_train, train.get_column(TARGET).to_numpy(), x_valid,
                  valid.get_column(TARGET).to_numpy(), max_rounds=config.max_rounds,
                  early_stopping=config.early_stopping_rounds,
-                 objectives=tuple(config.objectives))
+                 objectives=tuple(config.objectives),
+                 scale_column=(level_column(feature_spec(settings.dataset))
+                               if config.per_series_scale else None))
     trigger = run_trigger(context)
     lineage = {"delta.training_set": training_version,
                "delta.features": delta.version(FEATURES_TABLE),
                "delta.bronze_sales": delta.version("bronze/sales")}
     trail = {"trigger": trigger, "code_version": code_version(),
-             "config_hash": config_hash(context.resources.platform.get(), config),
+             "config_hash": config_hash(settings, config),
              **{name: context.run.tags[tag] for name, tag in TRAIL_TAGS.items()
                 if tag in context.run.tags}}
     tracking.log_params({**BASE_PARAMS, **OBJECTIVES[result.objective],
                          "objective_choice": result.objective,
+                         "target_scale": result.scale_column or "none",
                          "best_iteration": result.best_iteration,
                          "n_features": len(columns.all)})
     tracking.log_metrics({f"valid_wape_{name}": score
@@ -188,7 +196,8 @@ def demand_model(context: dg.AssetExecutionContext, config: TrainingConfig
     version = info.registered_model_version
     client = registry_client(mlflow.get_tracking_uri())
     client.set_registered_model_alias(REGISTERED_MODEL, "challenger", version)
-    recipe = {"objective": result.objective, "rounds": result.best_iteration + 1,
+    recipe = {"objective": result.objective, "target_scale": result.scale_column or "none",
+              "rounds": result.best_iteration + 1,
               "train_end": str(train.get_column("date").max()),
               "valid_end": str(valid.get_column("date").max())}
     for key, value in {**lineage, **recipe, **trail}.items():
@@ -198,6 +207,7 @@ def demand_model(context: dg.AssetExecutionContext, config: TrainingConfig
         "mlflow_run_id": run.info.run_id if run else None,
         "model_version": version,
         "objective": result.objective,
+        "target_scale": result.scale_column or "none",
         "valid_wape": {k: round(v, 4) for k, v in result.valid_wape.items()},
         "best_iteration": result.best_iteration,
         "features": len(columns.all),

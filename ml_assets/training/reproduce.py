@@ -20,7 +20,7 @@ from ml_assets.training.dataset import (
     model_columns,
     to_matrix,
 )
-from ml_assets.training.model import predict, refit
+from ml_assets.training.model import predict, refit, scale_tag
 from ml_assets.training.registry import load_version
 from resources.prod import reader_options
 from resources.settings import Settings
@@ -58,7 +58,7 @@ def reproduce(settings: Settings, version: str) -> Reproduction:
                          "has other feature columns or levels than the model recorded")
     train = canonical_order(frame.filter(pl.col("split") == "train"), columns)
     booster = refit(to_matrix(train, columns, levels), train.get_column(TARGET).to_numpy(),
-                    tags["objective"], int(tags["rounds"]))
+                    tags["objective"], int(tags["rounds"]), scale_tag(tags.get("target_scale")))
     rows = frame.filter(pl.col("split").is_in(["train", "valid"]))
     x = to_matrix(rows, columns, levels)
     diff = np.abs(predict(booster, x) - predict(model.booster, x))

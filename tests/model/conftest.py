@@ -15,7 +15,7 @@ import numpy as np
 import polars as pl
 import pytest
 
-from ml_assets.features.recent import with_recent
+from ml_assets.features.recent import level_column, with_recent
 from ml_assets.features.transforms import SERIES, FeatureSpec, build_features
 from ml_assets.forecasting.horizon import (
     active_series,
@@ -106,7 +106,8 @@ def train(data: Data) -> Trained:
     train_rows, valid_rows = (canonical_order(frame.filter(pl.col("split") == s), columns)
                               for s in ("train", "valid"))
     result = fit(to_matrix(train_rows, columns, levels), train_rows.get_column(TARGET).to_numpy(),
-                 to_matrix(valid_rows, columns, levels), valid_rows.get_column(TARGET).to_numpy())
+                 to_matrix(valid_rows, columns, levels), valid_rows.get_column(TARGET).to_numpy(),
+                 scale_column=level_column(SPEC))
     horizon = horizon_features(data.sales, data.origin, SPEC, **data.dims)
     return Trained(data, columns, levels, result, horizon)
 
