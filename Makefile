@@ -31,11 +31,17 @@ INSTANCE := $(DAGSTER_HOME)/dagster.yaml
 $(INSTANCE):
 	@mkdir -p $(DAGSTER_HOME) && cp deploy/dagster.local.yaml $@
 
+# A taken port stops a server target with one line naming it and a free one to pass as PORT=,
+# before anything starts (the servers' own errors are tracebacks from deep in their startup).
+port_free = @$(VENV)/bin/retail-ml port-free $(1) --hint "make $@"
+
 dev: setup $(INSTANCE)
-	$(VENV)/bin/dagster dev -w workspace.yaml $(if $(PORT),--port $(PORT))
+	$(call port_free,$(or $(PORT),3000))
+	$(VENV)/bin/dagster dev -w workspace.yaml --port $(or $(PORT),3000)
 
 # The latest Bento that `demand_forecaster_bento` built (make demo first). PORT=... moves it.
 serve: setup
+	$(call port_free,$(or $(PORT),3001))
 	$(VENV)/bin/bentoml serve demand_forecaster:latest --port $(or $(PORT),3001)
 
 # The Bento that `make demo` built around the champion, as one file (the CI workflow's artifact;
@@ -46,6 +52,7 @@ bento-export: setup
 # One worker: a UI for one person. MLflow's default four each import MLflow, which took minutes
 # to answer on a busy 2-core machine.
 mlflow: setup
+	$(call port_free,$(or $(PORT),5000))
 	$(VENV)/bin/mlflow ui --backend-store-uri sqlite:///$(RETAIL_ML_HOME)/mlflow/mlflow.db \
 		--port $(or $(PORT),5000) --workers 1
 

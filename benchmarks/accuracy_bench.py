@@ -706,21 +706,26 @@ def _interval_columns(frame: pl.DataFrame, method: str, column: str) -> tuple[st
                  if lo in frame.columns and hi in frame.columns), None)
 
 
-def oracle(run: PlatformRun) -> pl.DataFrame | None:
-    """The simulated world's true expected demand on the scored rows (a reference: no forecaster
-    can know more), or None for real data."""
+def oracles(run: PlatformRun) -> dict[str, pl.DataFrame | None]:
+    """The simulated world's true expected demand on the scored rows (`oracle`: a reference, no
+    forecaster can know more), and that mean as expected at each row's origin
+    (`origin_oracle`: the world's rules known, its later draws not, so the floor a forecaster
+    could reach); None for real data."""
     if run.settings.dataset.simulation is None:
-        return None
+        return {}
     from ml_assets.simulation.landing import world_for
 
     world = world_for(run.settings)
-    if not hasattr(world, "expected"):
-        return None
-    dates = run.backtest.get_column("date")
-    expected = world.expected(dates.min(), dates.max() + dt.timedelta(days=1))
-    return run.backtest.select(KEYS).unique().join(
-        expected.select("date", *SERIES, pl.col("expected").cast(pl.Float64).alias("oracle")),
-        on=["date", *SERIES], how="left")
+    keys = run.backtest.select(KEYS).unique()
+
+    def mean(name: str, rows: pl.DataFrame, known_at: dt.date | None) -> pl.DataFrame:
+        dates = rows.get_column("date")
+        expected = world.expected(dates.min(), dates.max() + dt.timedelta(days=1), known_at)
+        return rows.join(expected.select("date", *SERIES, pl.col("expected").cast(pl.Float64)
+                                         .alias(name)), on=["date", *SERIES], how="left")
+    return {"oracle": mean("oracle", keys, None),
+            "origin_oracle": pl.concat([mean("origin_oracle", rows, origin)
+                                        for (origin,), rows in keys.group_by("origin")])}
 
 
 def score(run: PlatformRun, peers: Mapping[str, pl.DataFrame | None]) -> dict[str, Any]:
@@ -738,8 +743,8 @@ def score(run: PlatformRun, peers: Mapping[str, pl.DataFrame | None]) -> dict[st
             table = table.join(frame, on=KEYS, how="left")
             methods[name] = name
     methods.update({"seasonal_naive": "seasonal_naive", "moving_average": spec.moving_average})
-    if "oracle" in methods:  # a reference, listed last
-        methods["oracle"] = methods.pop("oracle")
+    for name in REFERENCES & set(methods):  # references, listed last
+        methods[name] = methods.pop(name)
     # forced rows are 0 for everyone, as the platform's backtest sets them
     table = table.with_columns(pl.when(pl.col("forced_zero").fill_null(False)).then(0.0)
                                .otherwise(pl.col(c)).alias(c)
@@ -797,7 +802,7 @@ def run_case(name: str, work: Path, sizes: Sizes, recipe: MlfRecipe) -> dict[str
     print(f"   {name}: platform done ({run.seconds['total']:.0f} s); mlforecast...", flush=True)
     peer, peer_info = run_mlforecast(run, recipe)
     baselines_s = baseline_seconds(run)
-    scores = score(run, {"mlforecast": peer, "oracle": oracle(run)})
+    scores = score(run, {"mlforecast": peer, **oracles(run)})
     reported = run.evaluation.get("wape_challenger")
     ds = run.settings.dataset
     return {
@@ -853,8 +858,10 @@ def _intervals_note(info: dict[str, Any]) -> str:
 METHOD_TITLES = {"platform": "platform (XGBoost challenger)",
                  "mlforecast": "mlforecast + LightGBM", "seasonal_naive": "seasonal naive",
                  "moving_average": "moving average",
+                 "origin_oracle": "oracle as of the origin (the world's rules, not its later "
+                                  "draws; reference)",
                  "oracle": "oracle (true expected demand; reference)"}
-REFERENCES = {"oracle"}  # scored alongside, never a winner
+REFERENCES = {"origin_oracle", "oracle"}  # scored alongside, never a winner
 
 
 def _same_bucket(label: str, buckets: list[str]) -> str | None:
@@ -937,6 +944,11 @@ def verdict(result: dict[str, Any]) -> str:
         floor = result["methods"]["oracle"]["wape"]
         parts.append(f"the oracle's WAPE is {_f(floor)} (platform / oracle "
                      f"{wape['platform'] / floor:.2f})")
+    if result["methods"].get("origin_oracle", {}).get("wape"):
+        floor = result["methods"]["origin_oracle"]["wape"]
+        parts.append(f"knowing only what an origin can, the oracle scores {_f(floor)} "
+                     f"(platform / that {wape['platform'] / floor:.2f}, mlforecast / that "
+                     f"{wape.get('mlforecast', math.nan) / floor:.2f})")
     return f"**{result['name']}**: " + "; ".join(parts) + "."
 
 

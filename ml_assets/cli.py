@@ -1,11 +1,12 @@
 """`retail-ml`: the command line of the platform (simulate, demo, rollback, reproduce,
-complete-journey)."""
+complete-journey, port-free)."""
 
 from __future__ import annotations
 
 import argparse
 import datetime as dt
 import os
+import socket
 import sys
 
 from resources.settings import load_settings
@@ -119,6 +120,30 @@ def complete_journey(args: argparse.Namespace) -> int:
     return 0
 
 
+def bindable(port: int, host: str = "127.0.0.1") -> bool:
+    """Whether a server could listen on host:port now. SO_REUSEADDR as servers set it: a port
+    whose last connections are closing (TIME_WAIT) counts as free, one being listened on not."""
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except (OSError, OverflowError):  # taken (or forbidden), or not a port number at all
+            return False
+    return True
+
+
+def port_free(args: argparse.Namespace) -> int:
+    """Exit 2 with one line when the port is taken: `make serve`, `make dev` and `make mlflow`
+    check before starting, since each server's own error is a traceback deep in its startup."""
+    if bindable(args.port):
+        return 0
+    spare = next((p for p in range(args.port + 10, args.port + 100) if bindable(p)),
+                 args.port + 10)
+    print(f"port {args.port} is in use (another server?): pick another with "
+          f"`{args.hint + ' ' if args.hint else ''}PORT={spare}`", file=sys.stderr)
+    return 2
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="retail-ml")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -148,6 +173,10 @@ def main(argv: list[str] | None = None) -> int:
     cj.add_argument("--plan-lead-weeks", type=int, help="weeks before a promotion week its "
                     "plan counts as delivered (default: the horizon, 4 daily, 8 weekly)")
     cj.set_defaults(func=complete_journey)
+    free = sub.add_parser("port-free", help="exit 2 with one line if 127.0.0.1:PORT is taken")
+    free.add_argument("port", type=int)
+    free.add_argument("--hint", default="", help="the command to suggest, e.g. 'make serve'")
+    free.set_defaults(func=port_free)
     args = parser.parse_args(argv)
     return args.func(args)
 

@@ -16,6 +16,7 @@ from ml_assets.features.assets import build_feature_assets
 from ml_assets.forecasting.assets import batch_forecasts, forecast_features
 from ml_assets.forecasting.online_assets import online_features
 from ml_assets.ingest.assets import build_ingest_assets
+from ml_assets.maintenance import weekly_orphan_removal
 from ml_assets.monitoring.accuracy_assets import forecast_accuracy
 from ml_assets.monitoring.assets import prediction_log
 from ml_assets.monitoring.drift_assets import build_drift_assets
@@ -82,6 +83,7 @@ def build_definitions(settings: Settings, dataset_ref: str = "simulated") -> dg.
                 name="weekly_retrain", job=retrain, cron_schedule="0 4 * * 1",
                 default_status=dg.DefaultScheduleStatus.RUNNING,
                 description="Retrains every Monday at 04:00; the gate decides promotion."),
+            weekly_orphan_removal,
         ],
         sensors=[build_landing_sensor(ingest, daily), retrain_on_drift],
         resources=build_resources(settings, dataset_ref),

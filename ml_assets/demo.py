@@ -76,6 +76,11 @@ def summary(defs: dg.Definitions, settings: Settings, result: dg.ExecuteInProces
             lines.append(f"  noise floor      the oracle (true expected demand) scores WAPE "
                          f"{evaluation['wape_oracle']:.4f}: the challenger's is "
                          f"{evaluation['wape_ratio_challenger_oracle']:.2f}x that")
+        if "wape_ratio_challenger_origin_oracle" in evaluation:
+            lines.append(f"  reachable floor  the oracle as of each origin (the world's rules, "
+                         f"not its later draws) scores {evaluation['wape_origin_oracle']:.4f}: "
+                         f"the challenger's is "
+                         f"{evaluation['wape_ratio_challenger_origin_oracle']:.2f}x that")
         if "interval_coverage" in evaluation:
             coverage = evaluation["interval_coverage"]
             buckets = ", ".join(f"{b} {c:.0%}" for b, c in coverage.items()  # type: ignore[union-attr]

@@ -7,11 +7,12 @@ from typing import TYPE_CHECKING
 
 import dagster as dg
 import polars as pl
+import pyarrow.fs as pafs
 from deltalake import DeltaTable
 from deltalake.exceptions import TableNotFoundError
 from pydantic import Field
 
-from resources.delta_files import Window, replace_window
+from resources.delta_files import Window, _filesystem, remove_orphans, replace_window
 
 if TYPE_CHECKING:  # pyspark is imported by the spark engine only
     from pyspark.sql import DataFrame, SparkSession
@@ -22,6 +23,12 @@ if TYPE_CHECKING:  # pyspark is imported by the spark engine only
 def date_window_predicate(column: str, start: dt.date, end: dt.date) -> str:
     """SQL predicate for [start, end): what a partition-range overwrite replaces."""
     return f"{column} >= '{start.isoformat()}' AND {column} < '{end.isoformat()}'"
+
+
+def _folders(uri: str) -> list[str]:
+    fs, path = _filesystem(uri.rstrip("/"))
+    infos = fs.get_file_info(pafs.FileSelector(path, allow_not_found=True))
+    return [i.base_name for i in infos if i.type == pafs.FileType.Directory]
 
 
 class DeltaStore(dg.ConfigurableResource):
@@ -97,6 +104,17 @@ class DeltaStore(dg.ConfigurableResource):
         large Parquet files ourselves (see delta_files). For the big date-keyed tables."""
         return replace_window(self.uri(table), df, Window(column, start, end),
                               stats_columns or [column], self._options())
+
+    def tables(self) -> list[str]:
+        """The Delta tables under the root, as `layer/name` (the folders with a `_delta_log`)."""
+        return sorted(f"{layer}/{name}" for layer in _folders(self.root)
+                      for name in _folders(self.uri(layer))
+                      if "_delta_log" in _folders(self.uri(f"{layer}/{name}")))
+
+    def remove_orphans(self, table: str, retention: dt.timedelta) -> list[str]:
+        """Deletes the table's files no commit mentions, older than `retention` (the files of
+        writes killed before their commit): see delta_files.remove_orphans."""
+        return remove_orphans(self.uri(table), retention, self._options())
 
     # Spark I/O (resources/spark.py): the connector when the session has it, else the snapshot's
     # Parquet files read by Spark and Spark-written files committed here with delta-rs.

@@ -24,9 +24,12 @@ from pydantic import Field, PrivateAttr
 
 from resources.delta_files import (
     ROWS_PER_FILE,
+    WRITE_ATTEMPTS,
     Window,
+    WindowConflict,
     WindowPlan,
     commit_window,
+    discard,
     footer_adds,
     plan_window,
     snapshot_files,
@@ -237,14 +240,23 @@ def replace_window(spark: SparkSession, df: DataFrame, uri: str, window: Window,
                    stats_columns: list[str],
                    storage_options: dict[str, str] | None = None) -> WrittenWindow:
     """Makes the table's rows inside `window` exactly `df`, in one commit; the data never goes
-    through the driver."""
+    through the driver. Staged again if a concurrent commit replaced the files at the window's
+    edge (see delta_files.commit_window)."""
     if delta_connector(spark):
         return _replace_with_connector(spark, df, uri, window)
-    staged = stage_window(spark, df, uri, window, stats_columns, storage_options)
-    table = staged.plan.table
-    schema = delta_schema(df.schema) if table is None else table.schema()
-    version = commit_window(staged.plan, staged.adds, schema, storage_options)
-    return WrittenWindow(version, staged.rows, staged.nulls)
+    attempt = 0
+    while True:
+        attempt += 1
+        staged = stage_window(spark, df, uri, window, stats_columns, storage_options)
+        table = staged.plan.table
+        schema = delta_schema(df.schema) if table is None else table.schema()
+        try:
+            version = commit_window(staged.plan, staged.adds, schema, storage_options)
+            return WrittenWindow(version, staged.rows, staged.nulls)
+        except WindowConflict:
+            discard(uri, staged.adds)
+            if attempt == WRITE_ATTEMPTS:
+                raise
 
 
 def _same_schema(table: Schema, new: Schema, uri: str) -> None:

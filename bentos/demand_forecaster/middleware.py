@@ -16,12 +16,14 @@ import json
 import logging
 import os
 import time
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable, Callable, Mapping, MutableMapping
 from typing import Any
 
+from bentoml.exceptions import BentoMLException
 from pydantic import ValidationError
 
 TOKEN_ENV = "RETAIL_ML_API_TOKEN"
+AUTH_ENV = "RETAIL_ML_API_AUTH"  # "off": a prod server without a token, on purpose
 OPEN_PATHS = frozenset({"/livez", "/healthz", "/readyz", "/metrics"})  # probes, scrapes
 UNAUTHORIZED = "missing or invalid bearer token: send 'Authorization: Bearer <token>'"
 UNSUPPORTED = "unsupported Content-Type: send the body as JSON, Content-Type: application/json"
@@ -30,6 +32,26 @@ LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 
 Message = MutableMapping[str, Any]
 Send = Callable[[Message], Awaitable[None]]
 App = Callable[[Message, Callable[[], Awaitable[Message]], Send], Awaitable[None]]
+
+
+class OpenInProd(BentoMLException):
+    """Serving in prod without a token and without saying so. A BentoMLException, so that
+    `bentoml serve` prints its message on one line instead of a traceback."""
+
+
+def api_token(environ: Mapping[str, str] | None = None) -> bytes | None:
+    """The bearer token requests must carry; None: the API is open. Outside prod it is open
+    unless a token is set; prod is never open by accident (RETAIL_ML_ENV as the settings read
+    it): it needs a token, or RETAIL_ML_API_AUTH=off. A token set always counts."""
+    env = os.environ if environ is None else environ
+    if token := env.get(TOKEN_ENV, ""):
+        return token.encode()
+    if env.get("RETAIL_ML_ENV") == "prod" and env.get(AUTH_ENV, "").strip().lower() != "off":
+        raise OpenInProd(
+            f"RETAIL_ML_ENV=prod and {TOKEN_ENV} is not set: the forecast service would answer "
+            f"anyone. Set {TOKEN_ENV} to the bearer token clients must send, or {AUTH_ENV}=off "
+            "to serve without auth on purpose")
+    return None
 
 
 @functools.cache
@@ -54,8 +76,8 @@ class ApiEdge:
         self.endpoints = frozenset(endpoints)
         self.model_version = model_version
         self.openapi = functools.cache(openapi)
-        token = os.environ.get(TOKEN_ENV, "")  # read when the server starts, not at import
-        self.token = token.encode() if token else None
+        # read when the server starts, not at import; in prod, no open API by accident
+        self.token = api_token()
         self.histogram = latency_histogram()
 
     async def __call__(self, scope: Message, receive: Callable[[], Awaitable[Message]],

@@ -39,7 +39,7 @@ import polars as pl
 from bentoml.exceptions import BentoMLException, NotFound, UnprocessableEntity
 from fastapi import FastAPI
 
-from bentos.demand_forecaster.middleware import ApiEdge, quiet_client_errors
+from bentos.demand_forecaster.middleware import ApiEdge, api_token, quiet_client_errors
 from bentos.demand_forecaster.openapi import with_real_errors
 from bentos.demand_forecaster.prediction_log import PredictionLog, enabled, timer
 from bentos.demand_forecaster.schemas import Forecast, ForecastRequest, ModelInfo, Reload
@@ -81,6 +81,13 @@ info_app = FastAPI(docs_url=None, redoc_url=None, openapi_url=None)
 class DemandForecaster:
     # Declared on the class so that the Bento records (and exports) the model.
     model_ref = bentoml.models.BentoModel(MODEL_TAG)
+
+    @bentoml.on_deployment
+    def refuse_open_prod() -> None:
+        """Runs once in `bentoml serve`'s own process, before any worker: prod without a token
+        (middleware.api_token) stops the server there with one line. Each worker's middleware
+        checks again, for servers started some other way."""
+        api_token()
 
     def __init__(self) -> None:
         logging.getLogger(REQUEST_ERROR_LOG).addFilter(quiet_client_errors)

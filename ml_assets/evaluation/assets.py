@@ -18,7 +18,7 @@ from ml_assets.evaluation.intervals import (
     quantile_names,
     scored_rows,
 )
-from ml_assets.evaluation.oracle import ORACLE, oracle_ratios, with_oracle
+from ml_assets.evaluation.oracle import ORACLE, ORIGIN_ORACLE, oracle_ratios, with_oracle
 from ml_assets.evaluation.report import (
     BacktestSpec,
     Candidate,
@@ -120,18 +120,28 @@ def baseline_challenger(context: dg.AssetExecutionContext, settings: Settings,
     return baseline, GateDecision(True, reason)
 
 
-def expected_demand(settings: Settings, backtest: pl.DataFrame) -> pl.DataFrame:
+def expected_demand(settings: Settings, backtest: pl.DataFrame,
+                    at_origin: bool = False) -> pl.DataFrame:
     """The simulated world's true expected demand over the backtest's dates (the world as
-    landed: its persisted start and every scenario started so far)."""
-    dates = backtest.get_column("date")
-    return world_for(settings).expected(dates.min(), dates.max() + dt.timedelta(days=1))
+    landed: its persisted start and every scenario started so far); `at_origin`: as expected
+    at each row's origin, per origin (oracle.py)."""
+    world = world_for(settings)
+
+    def expected(rows: pl.DataFrame, known_at: dt.date | None) -> pl.DataFrame:
+        dates = rows.get_column("date")
+        return world.expected(dates.min(), dates.max() + dt.timedelta(days=1), known_at)
+    if not at_origin:
+        return expected(backtest, None)
+    return pl.concat([expected(rows, origin).with_columns(origin=pl.lit(origin, pl.Date))
+                      for (origin,), rows in backtest.group_by("origin")])
 
 
 def oracle_backtest(settings: Settings, backtest: pl.DataFrame) -> tuple[pl.DataFrame, str]:
-    """The backtest with the oracle's column, or unchanged with the reason there is none: the
+    """The backtest with the oracles' columns, or unchanged with the reason there are none: the
     world as configured does not know every scored row (its data came from another world),
     and scoring the others on fewer rows would change what the gate compares."""
-    joined = with_oracle(backtest, expected_demand(settings, backtest))
+    joined = with_oracle(with_oracle(backtest, expected_demand(settings, backtest)),
+                         expected_demand(settings, backtest, at_origin=True), ORIGIN_ORACLE)
     unknown = joined.filter(pl.col(TARGET).is_not_null() & pl.col(ORACLE).is_null()).height
     if unknown:
         return backtest, (f"none: the simulated world as configured has no expected demand for "
@@ -230,7 +240,7 @@ def model_evaluation(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
     if has_oracle:  # the noise floor: the world's true expected demand, on the same rows
         backtest, oracle_missing = oracle_backtest(settings, backtest)
         has_oracle = not oracle_missing
-        forecasters += [ORACLE] if has_oracle else []
+        forecasters += [ORACLE, ORIGIN_ORACLE] if has_oracle else []
     tables = report_tables(backtest, labelled, spec, forecasters)
     wapes = overall_wape(tables)
     decision = decide(wapes["challenger"], wapes["seasonal_naive"], wapes.get("champion"),
@@ -260,10 +270,13 @@ def model_evaluation(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
         tracking.log_artifacts(tmp, artifact_path="evaluation")
     tracking.log_metrics({f"backtest_wape_{name}": w for name, w in wapes.items()})
     ratios = oracle_ratios(tables) if has_oracle else {}
+    floor = oracle_ratios(tables, oracle=ORIGIN_ORACLE) if has_oracle else {}
     # MLflow's metric names allow no "+": bucket "29+" is logged as "29plus"
     tracking.log_metrics({**{f"interval_coverage_{b.replace('+', 'plus')}": c for b, c in
                              intervals.get("coverage", {}).items()},
-                          **({"wape_ratio_challenger_oracle": ratios["all"]} if ratios else {})})
+                          **({"wape_ratio_challenger_oracle": ratios["all"],
+                              "wape_ratio_challenger_origin_oracle": floor["all"]}
+                             if ratios else {})})
     gate_tags = {"backtest_wape": wapes["challenger"], "seasonal_naive_wape":
                  wapes["seasonal_naive"], "champion_wape": wapes.get("champion"),
                  "compared_with": champion.version if champion else "none",
@@ -295,7 +308,10 @@ def model_evaluation(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
             **interval_metadata(intervals, coverage, measured),
             **({"wape_ratio_challenger_oracle": round(ratios["all"], 4),
                 "wape_ratio_challenger_oracle_by_horizon_bucket": dg.MetadataValue.json(
-                    {b: round(r, 4) for b, r in ratios.items() if b != "all"})}
+                    {b: round(r, 4) for b, r in ratios.items() if b != "all"}),
+                "wape_ratio_challenger_origin_oracle": round(floor["all"], 4),
+                "wape_ratio_challenger_origin_oracle_by_horizon_bucket": dg.MetadataValue.json(
+                    {b: round(r, 4) for b, r in floor.items() if b != "all"})}
                if ratios else {}),
             **({"oracle": oracle_missing} if oracle_missing else {}),
             "plots": dg.MetadataValue.md(plots.markdown_images(images)),

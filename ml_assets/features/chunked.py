@@ -6,7 +6,9 @@ build. Memory is then about one chunk's bronze rows and features instead of the 
 scale (59M rows) the whole window would need ~26 GB (benchmarks/results/m5.md). Each chunk's
 Parquet files are written as soon as it is built and the frame dropped; one commit at the end
 adds them all and removes the window's old files, so a crash part-way leaves the previous
-version (and unreferenced files only).
+version (and unreferenced files only). The commit is `delta_files.commit_rows`, as the
+whole-window writer's: when a concurrent commit replaced the files at the window's edge, the
+edge is written again, not the chunks.
 """
 
 from __future__ import annotations
@@ -19,10 +21,11 @@ from dataclasses import dataclass, field
 
 import polars as pl
 from deltalake import Schema
+from deltalake.transaction import AddAction
 
 from ml_assets.features.transforms import SERIES, FeatureSpec, build_features
 from resources.delta import DeltaStore
-from resources.delta_files import Window, _write_files, commit_window, plan_window
+from resources.delta_files import Window, _write_files, commit_rows
 
 BRONZE = "bronze/sales"
 STATS_COLUMNS = ["date", *SERIES]
@@ -34,8 +37,9 @@ class ChunkedWindow:
     rows: int
     chunks: int
     nulls: dict[str, int]  # per output column, over the whole window
-    # wall seconds per phase: scan (the window's bronze, chunk ids), read (plan, straddling
-    # files, chunk rows cut out), compute, write (the chunks' files), commit
+    # wall seconds per phase: scan (the window's bronze, chunk ids), read (dimensions, chunk
+    # rows cut out), compute, write (the chunks' files), commit (plan, the files straddling the
+    # window's edge rewritten, the commit)
     seconds: dict[str, float] = field(default_factory=dict)
     cpu_seconds: dict[str, float] = field(default_factory=dict)  # user + system, all threads
 
@@ -99,13 +103,9 @@ def build_features_chunked(delta: DeltaStore, spec: FeatureSpec, start: dt.date,
     dims = _dims(delta)
     uri, options = delta.uri(table), delta.storage_options or None
     window = Window("date", start, end)
-    plan = plan_window(uri, window, options)
-    if plan.table is None and "://" not in uri:
+    if "://" not in uri:  # the table's folder, for its first files
         os.makedirs(uri, exist_ok=True)
-    adds = []
-    for path in plan.straddling:  # their rows outside the window stay
-        kept = pl.read_parquet(path, storage_options=options)
-        adds += _write_files(uri, kept.filter(~window.contains()), STATS_COLUMNS, options)
+    adds: list[AddAction] = []
     lap("read")
 
     rows, nulls, schema = 0, Counter[str](), None
@@ -125,9 +125,8 @@ def build_features_chunked(delta: DeltaStore, spec: FeatureSpec, start: dt.date,
         del features
         lap("write")
     assert schema is not None  # at least one chunk
-    # The log's schema when the table exists, as replace_window does.
-    version = commit_window(plan, adds, Schema.from_arrow(schema) if plan.table is None
-                            else plan.table.schema(), options)
+    del bronze, chunk  # the edge's rewrite reads files of its own
+    version = commit_rows(uri, window, adds, Schema.from_arrow(schema), STATS_COLUMNS, options)
     lap("commit")
     return ChunkedWindow(version, rows, n_chunks, dict(nulls), dict(seconds), dict(cpu_seconds))
 

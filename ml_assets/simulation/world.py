@@ -34,6 +34,7 @@ import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import date, timedelta
+from functools import partial
 from pathlib import Path
 from typing import Literal
 
@@ -354,8 +355,10 @@ class World:
                 for b in blocks]
         return np.stack(rows)[inv], np.stack([r**self._elast for r in rows])[inv]
 
-    def _expected(self, o0: int, o1: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Mean demand, shelf price and promo flag per (day, store, item) for days [o0, o1)."""
+    def _expected(self, o0: int, o1: int, known_week: int | None = None
+                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Mean demand, shelf price and promo flag per (day, store, item) for days [o0, o1);
+        given `known_week`, the popularity as expected from the shocks up to that week."""
         ords = np.arange(o0, o1)
         t_years = (ords - self._o_start) / 365.25
         ds = self._weekly[self._type][:, (ords - 1) % 7].T  # (days, stores)
@@ -370,7 +373,7 @@ class World:
         drift, drift_el = self._drift(ords)
         lam = (ds[:, :, None] * di[:, None, :]) * self._base[None]
         lam = lam * np.where(promo, self._promo_mult, np.where(dip, self._dip, 1.0))
-        lam = lam * drift_el[:, None, :] * self._local_level(ords)
+        lam = lam * drift_el[:, None, :] * self._local_level(ords, known_week)
         for i, row in self._shock_el.items():
             sc = self.config.scenarios[i]
             on = (ords[:, None] >= sc.start.toordinal()) & self._store_mask(sc)[None, :]
@@ -378,8 +381,10 @@ class World:
         price = self._shelf_price(ords, promo, drift)
         return lam, price, np.broadcast_to(promo, lam.shape)
 
-    def _local_level(self, ords: np.ndarray) -> np.ndarray:
-        """(days, 1, items): each item's popularity (mean 1), constant within a Monday-week."""
+    def _local_level(self, ords: np.ndarray, known_week: int | None = None) -> np.ndarray:
+        """(days, 1, items): each item's popularity (mean 1), constant within a Monday-week.
+        Given `known_week`, its expectation from the shocks up to that week: later shocks are
+        unknown, so they add their variance (a log-normal's mean) instead of their draw."""
         weeks, inv = np.unique((ords - 1) // 7, return_inverse=True)
         if not len(weeks):
             return np.ones((0, 1, self.config.n_items))
@@ -388,9 +393,14 @@ class World:
                            for w in range(first, int(weeks[-1]) + 1)])
         sd = self.config.popularity_wander
         weights = sd * np.sqrt(1 - _LEVEL_RHO**2) * _LEVEL_RHO ** np.arange(_LEVEL_WEEKS)
-        logs = np.stack([weights @ shocks[w - first - np.arange(_LEVEL_WEEKS)]
-                         for w in weeks.astype(int)])
-        return np.exp(logs - sd**2 / 2)[inv][:, None, :]
+        if known_week is not None:
+            shocks[first + np.arange(len(shocks)) > known_week] = 0.0
+        lags = np.arange(_LEVEL_WEEKS)
+        logs = np.stack([weights @ shocks[w - first - lags] for w in weeks.astype(int)])
+        unknown = np.array([0.0 if known_week is None else
+                            float(weights[w - lags > known_week] @ weights[w - lags > known_week])
+                            for w in weeks.astype(int)])
+        return np.exp(logs + (unknown[:, None] - sd**2) / 2)[inv][:, None, :]
 
     def _shelf_price(self, ords: np.ndarray, promo: np.ndarray | bool,
                      drift: np.ndarray) -> np.ndarray:
@@ -473,11 +483,16 @@ class World:
         frames = self._by_chunk(start, end, self._chunk)
         return pl.concat(frames) if frames else pl.DataFrame(schema=SALES_SCHEMA)
 
-    def expected(self, start: date, end: date) -> pl.DataFrame:
+    def expected(self, start: date, end: date, known_at: date | None = None) -> pl.DataFrame:
         """The mean of every sales row's units (date, store_id, item_id, expected): the demand
         rate with the chance of a stock-out taken off, 0 on a closed day. What an oracle
-        forecaster knows, so an evaluation can say how far a model is from the noise floor."""
-        frames = self._by_chunk(start, end, self._expected_chunk)
+        forecaster knows, so an evaluation can say how far a model is from the noise floor.
+
+        `known_at`: the mean as expected on that day (a forecast origin), the popularity's
+        later weekly shocks unknown: the floor for a forecaster that knows the world's rules
+        but not its future draws."""
+        week = None if known_at is None else (known_at.toordinal() - 1) // 7
+        frames = self._by_chunk(start, end, partial(self._expected_chunk, known_week=week))
         return pl.concat(frames) if frames else pl.DataFrame(
             schema={**{k: SALES_SCHEMA[k] for k in ("date", "store_id", "item_id")},
                     "expected": pl.Float64})
@@ -490,8 +505,9 @@ class World:
         return [chunk(a, a + min(step, -(-(o1 - a) // 7) * 7), (o0, o1))
                 for a in range(first, o1, step)]
 
-    def _expected_chunk(self, o0: int, o1: int, keep: tuple[int, int]) -> pl.DataFrame:
-        lam = self._expected(o0, o1)[0]
+    def _expected_chunk(self, o0: int, o1: int, keep: tuple[int, int],
+                        known_week: int | None = None) -> pl.DataFrame:
+        lam = self._expected(o0, o1, known_week)[0]
         ords = np.arange(o0, o1)
         # a day is out of stock if a run started on it or on one of the _LOOKBACK days before
         in_stock = np.prod([1 - self._so_p * (1 - lag / (_LOOKBACK + 1))

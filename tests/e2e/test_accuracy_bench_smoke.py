@@ -27,8 +27,9 @@ def test_accuracy_bench_quick_scores_every_method_on_the_same_rows(tmp_path: Pat
     report = json.loads((out / "accuracy.json").read_text())
     (result,) = report["datasets"]
     assert result["name"] == "simulated" and "error" not in result, result
-    # and, on simulated data, the oracle (the world's expected demand) as a reference
-    assert METHODS <= set(result["methods"]) <= METHODS | {"oracle"}
+    # and, on simulated data, the oracles (the world's expected demand, and that as expected
+    # at each origin) as references
+    assert set(result["methods"]) == METHODS | {"oracle", "origin_oracle"}
     for name, method in result["methods"].items():
         assert math.isfinite(method["wape"]), (name, method)
         # every method is scored on the same rows
@@ -39,6 +40,9 @@ def test_accuracy_bench_quick_scores_every_method_on_the_same_rows(tmp_path: Pat
     # the platform's numbers are its own backtest's: the WAPE it reported on its rows
     assert result["rows_without_every_forecast"] == 0
     assert abs(result["methods"]["platform"]["wape"] - result["platform_reported_wape"]) < 1e-3
+    # the recipe the platform chose, with every candidate's validation score
+    assert result["platform_recipe"]["objective"] in ("squared_error", "tweedie")
+    assert len(result["platform_recipe"]["valid_wape"]) == 4
 
     markdown = (out / "accuracy.md").read_text()
     for title in ("platform (XGBoost challenger)", "mlforecast + LightGBM", "seasonal naive",

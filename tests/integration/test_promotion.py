@@ -117,9 +117,10 @@ def test_report_has_every_scope_and_the_plots(story) -> None:
     report = world.defs.resources["delta"].read("gold/model_evaluation")
     assert set(report.get_column("scope")) == {"overall", "horizon_bucket", "category", "store"}
     first_report = report.filter(pl.col("model_version") == "1")
-    # the simulated world's noise floor is scored as one more forecaster
-    assert set(first_report.get_column("forecaster")) == {"challenger", "seasonal_naive",
-                                                          "moving_average_28", "oracle"}
+    # the simulated world's noise floor (and the floor as of each origin) are scored as more
+    # forecasters
+    assert set(first_report.get_column("forecaster")) == {
+        "challenger", "seasonal_naive", "moving_average_28", "oracle", "origin_oracle"}
     overall = first_report.filter(pl.col("scope") == "overall")
     metrics = overall.select("wape", "mae", "rmse", "bias", "mase", "rmspe")
     assert metrics.null_count().sum_horizontal().item() == 0
@@ -144,6 +145,11 @@ def test_report_reads_the_challenger_against_the_simulated_oracle(story) -> None
     assert set(meta["wape_ratio_challenger_oracle_by_horizon_bucket"]) == {"1-7", "8-14",
                                                                           "15-28"}
     assert "| oracle |" in meta["metrics_horizon_bucket"]
+    # the oracle as of the origin knows less (this world's popularity does not wander, so it
+    # knows as much here)
+    assert meta["wape_oracle"] <= meta["wape_origin_oracle"] < meta["wape_challenger"]
+    assert meta["wape_ratio_challenger_origin_oracle"] == pytest.approx(
+        meta["wape_challenger"] / meta["wape_origin_oracle"], abs=1e-3)
 
 
 def test_every_evaluated_version_carries_its_interval_calibration(story) -> None:

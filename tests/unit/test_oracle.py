@@ -52,3 +52,34 @@ def test_the_world_expects_its_own_sales_on_average() -> None:
     assert joined.height == world.sales(start, end).height
     ratio = joined.get_column("units_sold").sum() / joined.get_column("expected").sum()
     assert ratio == pytest.approx(1.0, abs=0.1)
+
+
+def test_as_of_an_origin_the_world_expects_what_it_knew_then() -> None:
+    """Known at or after the last day, the expectation is the oracle's; known earlier, it
+    misses the popularity's later weekly shocks, and more so the further ahead, while the
+    total stays near (the shocks' mean is taken, not a draw)."""
+    world = World(WorldConfig(seed=3, n_stores=2, n_items=20, start_date=dt.date(2024, 1, 1)))
+    start, end = dt.date(2024, 6, 3), dt.date(2024, 7, 29)
+    keys = ["date", "store_id", "item_id"]
+    truth = world.expected(start, end)
+    late = world.expected(start, end, known_at=end)
+    assert late.equals(truth)
+    early = world.expected(start, end, known_at=start - dt.timedelta(days=1))
+    gap = truth.join(early, on=keys, suffix="_early").with_columns(
+        error=(pl.col("expected") - pl.col("expected_early")).abs(),
+        week=(pl.col("date") - start).dt.total_days() // 7)
+    by_week = gap.group_by("week").agg(pl.col("error").sum() / pl.col("expected").sum()
+                                       ).sort("week").get_column("error")
+    assert 0 < by_week[0] < by_week[len(by_week) - 1]
+    total = gap.get_column("expected_early").sum() / gap.get_column("expected").sum()
+    assert total == pytest.approx(1.0, abs=0.15)
+
+
+def test_an_oracle_with_origins_joins_on_them() -> None:
+    backtest = _backtest()
+    origin = DAY - dt.timedelta(days=1)
+    expected = pl.DataFrame({"date": [DAY, DAY], "store_id": ["s1", "s1"],
+                             "item_id": ["i1", "i1"], "origin": [origin, DAY],
+                             "expected": [9.0, 99.0]})
+    out = with_oracle(backtest, expected, "origin_oracle")
+    assert out.get_column("origin_oracle").to_list() == [9.0, 0.0, None]
