@@ -45,3 +45,10 @@ def window_dates(context: dg.AssetExecutionContext) -> tuple[dt.date, dt.date]:
     """The run's partition range as dates, [start, end)."""
     window = context.partition_time_window
     return window.start.date(), window.end.date()
+
+
+def table_pool(table: str) -> str:
+    """The Dagster concurrency pool of a table's writers: runs writing one table take turns
+    (the instance's pool limit; deploy/dagster.local.yaml sets 1), so two runs on one partition
+    queue instead of racing for the same window."""
+    return "delta/" + table

@@ -8,7 +8,7 @@ import polars as pl
 
 from ml_assets.features.transforms import SERIES, FeatureSpec, build_features
 from ml_assets.metadata import markdown_table, table_metadata
-from ml_assets.partitions import first_day, window_dates
+from ml_assets.partitions import first_day, table_pool, window_dates
 from resources.delta import DeltaStore
 from resources.platform import PlatformSettings
 from resources.settings import DatasetConfig
@@ -111,6 +111,7 @@ def build_feature_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsD
         partitions_def=partitions,
         deps=["sales", "stores", "items", "calendar"],
         backfill_policy=dg.BackfillPolicy.single_run(),
+        pool=table_pool(FEATURES_TABLE),  # writers of one table queue (ingest/assets.py)
         kinds={"delta", "polars", "spark"},
         description="Point-in-time features per (store, item, date): lags >= horizon, rolling "
                     "statistics up to the forecast origin, price, promotion, calendar and "

@@ -10,7 +10,7 @@ from ml_assets.ingest.landing import ContractError, read_dimension
 from ml_assets.ingest.pipeline import QUARANTINE_SCHEMA, ingest_window, quarantine_predicate
 from ml_assets.ingest.plan import PLAN_QUARANTINE_TABLE, PLAN_TABLE, ingest_plan
 from ml_assets.metadata import markdown_table, table_metadata
-from ml_assets.partitions import first_day, window_dates
+from ml_assets.partitions import first_day, table_pool, window_dates
 from ml_assets.simulation.landing import landed_days
 from resources.delta import DeltaStore
 from resources.platform import PlatformSettings
@@ -91,6 +91,9 @@ def build_ingest_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDe
         group_name=GROUP,
         partitions_def=partitions,
         backfill_policy=dg.BackfillPolicy.single_run(),
+        # two runs on one partition (a schedule and a sensor) queue rather than race; the
+        # commit itself is safe either way (resources/delta_files.commit_window)
+        pool=table_pool("bronze/sales"),
         specs=[
             dg.AssetSpec("sales", deps=["stores", "items"], kinds={"delta", "polars"},
                          description="Validated sales, partitioned by date (daily or weekly)."),

@@ -23,10 +23,22 @@ def test_a_new_home_gets_the_local_config_and_a_real_instance_reads_it(tmp_path:
         coordinator = instance.run_coordinator
         assert isinstance(coordinator, QueuedRunCoordinator)
         assert coordinator.dequeue_interval_seconds == 1
-        assert coordinator.get_run_queue_config().max_concurrent_runs == 2
-        limits = coordinator.get_run_queue_config().tag_concurrency_limits
+        concurrency = instance.get_concurrency_config()  # what the daemon dequeues by
+        assert concurrency.run_queue_config is not None
+        assert concurrency.run_queue_config.max_concurrent_runs == 2
+        limits = concurrency.run_queue_config.tag_concurrency_limits
         assert {"key": "dagster/job_name", "value": "retrain", "limit": 1} in limits
         assert not instance.telemetry_enabled
+        # the writers of one table (their pool) run one step at a time across runs
+        assert concurrency.pool_config.default_pool_limit == 1
+
+
+def test_the_writers_of_a_table_share_a_pool(tmp_path: Path) -> None:
+    from ml_assets.definitions import build_definitions
+
+    defs = build_definitions(load_settings({"RETAIL_ML_HOME": str(tmp_path)}), "simulated")
+    pools = {key: defs.get_assets_def(key).op.pool for key in ("sales", "features")}
+    assert pools == {"sales": "delta/bronze/sales", "features": "delta/silver/features"}
 
 
 def test_a_users_own_dagster_yaml_is_kept(tmp_path: Path, monkeypatch) -> None:
