@@ -27,10 +27,11 @@ from resources.settings import load_settings
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "datasets"
 
 
-def _write_csv(path: Path, header: list[str], rows: list[list[object]]) -> None:
+def _write_csv(path: Path, header: list[str], rows: list[list[object]],
+               line_end: str = "\r\n") -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("w", newline="") as fh:
-        writer = csv.writer(fh)
+        writer = csv.writer(fh, lineterminator=line_end)
         writer.writerow(header)
         writer.writerows(rows)
 
@@ -211,8 +212,9 @@ def _walmart(data: Path) -> dict[str, int]:
                 rows.append([store, dept, week.isoformat(), sales,
                              "TRUE" if holiday else "FALSE"])
     _write_csv(data / "train.csv", ["Store", "Dept", "Date", "Weekly_Sales", "IsHoliday"], rows)
+    # stores.csv from Kaggle's zip has old Mac line endings (CR only)
     _write_csv(data / "stores.csv", ["Store", "Type", "Size"],
-               [[1, "A", 151315], [2, "A", 202307], [3, "B", 37392]])
+               [[1, "A", 151315], [2, "A", 202307], [3, "B", 37392]], line_end="\r")
     # test.csv as Kaggle ships it: the weeks ahead with their holiday flag and no sales
     ahead = [WALMART_END + dt.timedelta(weeks=k) for k in range(1, 9)]
     _write_csv(data / "test.csv", ["Store", "Dept", "Date", "IsHoliday"],
@@ -257,7 +259,8 @@ def test_dept_weekly_example_ingests_walmart_shaped_files(tmp_path: Path) -> Non
     for column in ("IsHoliday", "lag_8", "lag_52", "mean_13", "store_Type", "store_Size"):
         assert column in table.columns
     assert table.get_column("IsHoliday").sum() == counts["holiday"]
-    assert table.get_column("store_Size").null_count() == 0
+    assert table.get_column("store_Size").null_count() == 0  # the CR-only file, read
+    assert set(table.get_column("store_Type")) == {"A", "B"}
     # a full year in, every complete series has its 52-week lag
     last = table.filter(pl.col("date") == WALMART_END)
     assert last.height == 3 * len(DEPTS)
