@@ -90,6 +90,9 @@ class ApiEdge:
                                     [(b"www-authenticate", b"Bearer")])
         if path == "/docs.json" and scope["method"] == "GET":
             return await _send_json(send, 200, self.openapi(), [])
+        if path in ("/docs", "/docs/") and scope["method"] == "GET":
+            # where FastAPI users look for Swagger; BentoML serves it at / (on /docs.json)
+            return await _send_json(send, 307, {"location": "/"}, [(b"location", b"/")])
         if path not in self.endpoints:  # UI, /schema.json: BentoML's own answers
             return await self.app(scope, receive, send)
         if scope["method"] == "POST" and not _is_json(scope):

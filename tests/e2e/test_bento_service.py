@@ -304,6 +304,13 @@ def test_openapi_documents_every_endpoint_with_its_schemas_and_errors(served: di
                    for s in statuses)
 
 
+def test_docs_leads_to_swagger_on_the_real_spec(served: dict) -> None:
+    moved = requests.get(f"{served['url']}/docs", timeout=30, allow_redirects=False)
+    assert moved.status_code == 307 and moved.headers["location"] == "/"
+    page = requests.get(f"{served['url']}/docs", timeout=30)
+    assert page.status_code == 200 and "swagger" in page.text.lower()
+
+
 def test_without_a_token_configured_requests_need_no_auth(served: dict) -> None:
     headers = {"Authorization": "Bearer anything"}
     assert _post(served, "/forecast", _row(served), headers=headers).status_code == 200
