@@ -26,7 +26,6 @@ from pathlib import Path
 from typing import Any
 
 import polars as pl
-import pytest
 from deltalake import DeltaTable
 from polars.testing import assert_frame_equal
 
@@ -38,8 +37,6 @@ TRIALS = 20
 DAY = dt.date(2024, 3, 4)
 WINDOW = Window("date", DAY, DAY + dt.timedelta(days=10))
 AROUND = Window("date", DAY - dt.timedelta(days=10), DAY + dt.timedelta(days=20))
-JAVA = shutil.which("java") or (os.environ.get("JAVA_HOME") and
-                                Path(os.environ["JAVA_HOME"], "bin", "java").exists())
 CTX = mp.get_context("forkserver")
 CTX.set_forkserver_preload([__name__])
 
@@ -192,20 +189,6 @@ def test_a_killed_polars_write(tmp_path: Path) -> None:
 
     trials("polars", _polars_writer, prepare,
            lambda uri: delta_files.replace_window(uri, rows(WINDOW, 1.0), WINDOW, KEYS))
-
-
-@pytest.fixture(scope="module")
-def spark():
-    if not JAVA:
-        pytest.skip("Java is not installed: the Spark engine needs a JVM, Java 17")
-    from resources.spark import SparkEngine
-
-    session = SparkEngine(master="local[1]", shuffle_partitions=2, driver_memory="1g", conf={
-        "spark.ui.enabled": "false",
-        "spark.driver.extraJavaOptions": "-XX:TieredStopAtLevel=1",
-    }).session()
-    yield session
-    session.stop()
 
 
 def test_a_killed_spark_commit(tmp_path: Path, spark) -> None:

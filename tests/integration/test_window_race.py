@@ -16,7 +16,6 @@ import datetime as dt
 import logging
 import multiprocessing as mp
 import os
-import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,8 +33,6 @@ KEYS = ["date", "store_id", "item_id"]
 TRIALS = 20
 DAY = dt.date(2024, 3, 4)
 WINDOW = Window("date", DAY, DAY + dt.timedelta(days=5))
-JAVA = shutil.which("java") or (os.environ.get("JAVA_HOME") and
-                                Path(os.environ["JAVA_HOME"], "bin", "java").exists())
 
 
 def rows(start: dt.date, writer: int) -> pl.DataFrame:
@@ -222,20 +219,6 @@ def test_different_windows_both_land(tmp_path: Path, workers) -> None:
 
 
 # --- the Spark path's commit --------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def spark():
-    if not JAVA:
-        pytest.skip("Java is not installed: the Spark engine needs a JVM, Java 17")
-    from resources.spark import SparkEngine
-
-    session = SparkEngine(master="local[1]", shuffle_partitions=2, driver_memory="1g", conf={
-        "spark.ui.enabled": "false",
-        "spark.driver.extraJavaOptions": "-XX:TieredStopAtLevel=1",
-    }).session()
-    yield session
-    session.stop()
 
 
 @pytest.mark.parametrize("existing", [False, True], ids=["new-window", "existing-window"])
