@@ -85,7 +85,9 @@ TARGET = "units_sold"
 LEVEL = 80  # the interval the platform serves (P10-P90) and mlforecast is asked for
 # Where the platform's per-row forecast may be called, most likely first
 PLATFORM_COLUMNS = ("challenger", "prediction", "forecast", "units_forecast")
-SIM_TODAY = dt.date(2026, 3, 1)  # pins the simulated world (it ends 56 days before "today")
+# Pins the simulated world: its history ends the day before (the same days as when the default
+# history ended 56 days before 2026-03-01, so results stay comparable).
+SIM_TODAY = dt.date(2026, 1, 4)
 QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 
 

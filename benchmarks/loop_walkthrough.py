@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import json
 import os
 import signal
 import subprocess
@@ -31,6 +32,7 @@ from dagster._core.scheduler.instigation import TickStatus
 
 from ml_assets.deployment.pointer import POINTER
 from ml_assets.instance import prepare_dagster_home
+from ml_assets.simulation.clock import WEBSERVER_FILE
 from resources.settings import load_settings
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -162,6 +164,10 @@ def main() -> int:
           dg.DagsterInstance.get() as instance):
         wait_until("dagster dev", lambda: requests.get("http://127.0.0.1:3000/server_info",
                                                        timeout=2).ok, 300)
+        # as `make dev` does: `retail-ml simulate` reloads this webserver's code location when
+        # the world's clock moves past the machine's (ml_assets/simulation/clock.py)
+        (settings.dagster_home / WEBSERVER_FILE).write_text(
+            json.dumps({"url": "http://127.0.0.1:3000"}))
         wait_until("bentoml serve", lambda: requests.get("http://127.0.0.1:3001/readyz",
                                                          timeout=2).ok, 300)
         before = requests.get("http://127.0.0.1:3001/model", timeout=10).json()["model_version"]

@@ -30,6 +30,7 @@ def _scenario(text: str) -> tuple[str, float]:
 
 
 def simulate(args: argparse.Namespace) -> int:
+    from ml_assets.simulation.clock import reload_code_location
     from ml_assets.simulation.landing import land
 
     settings = load_settings()
@@ -37,17 +38,23 @@ def simulate(args: argparse.Namespace) -> int:
     until = None if args.history else (dt.date.fromisoformat(args.until) if args.until
                                        else yesterday)
     written = land(settings, until=until, days=args.days, scenario=args.scenario)
-    if written:
-        print(f"landed {len(written)} day file(s): {written[0].name} .. {written[-1].name} "
-              f"in {written[0].parent}")
-    else:
-        print("nothing to land: the landing zone is already up to date")
+    if not written:
+        print(f"nothing to land: the world has landed up to {yesterday} (its clock says "
+              f"{settings.today}); `--days N` moves it forward")
+        return 0
+    print(f"landed {len(written)} day file(s): {written[0].name} .. {written[-1].name} "
+          f"in {written[0].parent}")
+    now = load_settings()
+    if now.clock == "world":
+        print(f"the world's clock is now {now.today}: forecasts start there; "
+              f"{reload_code_location(now)}")
     return 0
 
 
 def demo(args: argparse.Namespace) -> int:
-    """Simulates (when the dataset is the simulated world), runs `full_pipeline` over every
-    partition in the real instance under RETAIL_ML_HOME and prints a summary."""
+    """Simulates (when the dataset is the simulated world), launches `full_pipeline` over every
+    partition through workspace.yaml's code location, in the real instance under
+    RETAIL_ML_HOME, prints a line per step as it finishes, then a summary."""
     from ml_assets.demo import run
 
     return run(load_settings(), os.environ.get("RETAIL_ML_DATASET", "simulated"))
@@ -144,6 +151,28 @@ def port_free(args: argparse.Namespace) -> int:
     return 2
 
 
+def mlflow_url(args: argparse.Namespace) -> int:
+    """The MLflow UI's link to the experiment's runs table: MLflow 3 opens a new browser in its
+    GenAI view unless the link asks for the model-training one. Read straight from the sqlite
+    store (no MLflow import: `make mlflow` prints it before the server starts)."""
+    import sqlite3
+    import warnings
+
+    warnings.filterwarnings("ignore")  # dagster-mlflow's beta notices, on import
+    from resources.tracking import EXPERIMENT_KIND
+
+    base = f"http://127.0.0.1:{args.port}/#/experiments"
+    db = load_settings().mlflow_dir / "mlflow.db"
+    try:
+        with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as con:
+            (found,) = con.execute("select min(experiment_id) from experiment_tags where key = ? "
+                                   "and value = ?", EXPERIMENT_KIND).fetchone()
+    except sqlite3.Error:  # no store yet: before the first `make demo`
+        found = None
+    print(f"{base}/{found}?workflowType=machine_learning" if found else base)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="retail-ml")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -177,6 +206,9 @@ def main(argv: list[str] | None = None) -> int:
     free.add_argument("port", type=int)
     free.add_argument("--hint", default="", help="the command to suggest, e.g. 'make serve'")
     free.set_defaults(func=port_free)
+    link = sub.add_parser("mlflow-url", help="the MLflow UI's link to the experiment's runs")
+    link.add_argument("port", type=int)
+    link.set_defaults(func=mlflow_url)
     args = parser.parse_args(argv)
     return args.func(args)
 

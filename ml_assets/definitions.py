@@ -64,7 +64,7 @@ def build_jobs() -> list:
 
 def build_definitions(settings: Settings, dataset_ref: str = "simulated") -> dg.Definitions:
     partitions = build_partitions(settings)
-    assets = [*build_ingest_assets(partitions), *build_feature_assets(partitions),
+    assets = [*build_ingest_assets(partitions), *build_feature_assets(partitions, settings.engine),
               training_set, demand_model, model_evaluation, champion, demand_forecaster_bento,
               forecast_features, batch_forecasts, online_features, prediction_log,
               forecast_accuracy, *build_drift_assets(partitions)]
@@ -78,7 +78,9 @@ def build_definitions(settings: Settings, dataset_ref: str = "simulated") -> dg.
         schedules=[
             dg.build_schedule_from_partitioned_job(
                 daily, hour_of_day=2, name="daily_forecast_schedule",
-                default_status=dg.DefaultScheduleStatus.RUNNING),
+                default_status=dg.DefaultScheduleStatus.RUNNING,
+                description="Every day at 02:00, the daily cycle over yesterday's partition "
+                            "(the landing sensor runs it sooner when files land)."),
             dg.ScheduleDefinition(
                 name="weekly_retrain", job=retrain, cron_schedule="0 4 * * 1",
                 default_status=dg.DefaultScheduleStatus.RUNNING,

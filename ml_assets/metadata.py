@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 from typing import Any
 
 import dagster as dg
@@ -23,3 +24,14 @@ def markdown_table(rows: list[tuple[Any, ...]], header: tuple[str, ...]) -> dg.M
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(str(v) for v in row) + " |" for row in rows]
     return dg.MetadataValue.md("\n".join(lines))
+
+
+def markdown_images(images: dict[str, bytes]) -> str:
+    """Markdown with a heading and an inline data-URI image per entry, as Dagster's UI renders
+    it in `MetadataValue.md`."""
+    parts = []
+    for title, png in images.items():
+        data = base64.b64encode(png).decode("ascii")
+        alt = title.replace("[", "(").replace("]", ")")
+        parts.append(f"### {title}\n\n![{alt}](data:image/png;base64,{data})\n")
+    return "\n".join(parts)

@@ -30,15 +30,31 @@ def build_partitions(settings: Settings) -> dg.TimeWindowPartitionsDefinition:
     ds: DatasetConfig = settings.dataset
     start = first_day(settings)
     end = None if ds.end_date is None else ds.end_date + dt.timedelta(days=ds.period_days)
-    if end is None and settings.today != dt.date.today():
-        end = settings.today  # a pinned clock (tests, reproductions) bounds the partitions too
+    ahead = 0
+    if end is None and settings.clock != "wall":
+        # A pinned clock (tests, reproductions) or the simulated world's own clock bounds the
+        # partitions; the world's may run ahead of the machine's, which Dagster only shows
+        # through a positive end offset.
+        end = settings.today
+        ahead = max(0, (end - dt.date.today()).days // ds.period_days + 1)
     if ds.frequency == "daily":
         return dg.DailyPartitionsDefinition(start_date=start.isoformat(),
-                                            end_date=end and end.isoformat())
+                                            end_date=end and end.isoformat(), end_offset=ahead)
     # Dagster counts weekdays from Sunday = 0; Python from Monday = 0.
     return dg.WeeklyPartitionsDefinition(start_date=start.isoformat(),
                                          end_date=end and end.isoformat(),
-                                         day_offset=(start.weekday() + 1) % 7)
+                                         day_offset=(start.weekday() + 1) % 7, end_offset=ahead)
+
+
+def keys_with_data(settings: Settings, keys: list[str]) -> list[str]:
+    """`keys` up to the last one holding a landed date: partitions after the data stay
+    unmaterialized (visibly missing) instead of green and empty."""
+    ds = settings.dataset
+    if ds.simulation is not None:  # its partitions end at its clock: the last landed day
+        return keys
+    span = date_span(list_files(ds.sales), ds.sales)
+    kept = [k for k in keys if span is None or k <= span[1].isoformat()]
+    return kept or keys
 
 
 def window_dates(context: dg.AssetExecutionContext) -> tuple[dt.date, dt.date]:

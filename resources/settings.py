@@ -6,6 +6,7 @@ Nothing here runs at import: `load_settings()` is called by the Definitions fact
 from __future__ import annotations
 
 import datetime as dt
+import json
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -59,9 +60,9 @@ class SimulationConfig(_Strict):
     n_items: int = 100
     popularity_wander: float = Field(0.2, ge=0, le=1)  # sd of each item's weekly log-level
     history_days: int = 730
-    # The simulated history ends this many days before today; `retail-ml simulate` lands the
-    # rest while you watch (eight weeks: room for normal weeks and a drift longer than a horizon).
-    history_end_offset_days: int = 56
+    # The simulated history ends this many days before today (0: yesterday, so the champion
+    # forecasts from today on). `retail-ml simulate` then moves the world's own clock forward.
+    history_end_offset_days: int = Field(0, ge=0)
     start_date: dt.date | None = None  # pins the world in time (tests); default: derived from today
 
     def resolved_start(self, today: dt.date) -> dt.date:
@@ -139,7 +140,10 @@ class Settings(_Strict):
     home: Path
     dataset: DatasetConfig
     engine: Literal["polars", "spark"] = "polars"
-    today: dt.date  # the wall clock's date, fixed once so one load sees one day
+    today: dt.date  # the clock's date, fixed once so one load sees one day
+    # wall: the machine's date; pinned: RETAIL_ML_TODAY; world: the simulated world's own clock
+    # (the day after its last landed day), which `retail-ml simulate` moves forward.
+    clock: Literal["wall", "pinned", "world"] = "wall"
     # The promotion gate: a challenger must beat the champion's backtest WAPE by this fraction.
     promotion_margin: float = Field(default=0.01, ge=0.0, lt=1.0)
     backtest_origins: int = Field(default=3, ge=1)
@@ -212,6 +216,18 @@ class Settings(_Strict):
         return self.home / "dagster"
 
 
+WORLD_FILE = "world.json"  # the simulated world's first day and clock, beside its landed files
+
+
+def world_clock(home: Path) -> dt.date | None:
+    """The simulated world's today (the day after its last landed day), once it has landed."""
+    path = home / "landing" / WORLD_FILE
+    if not path.exists():
+        return None
+    today = json.loads(path.read_text()).get("today")
+    return dt.date.fromisoformat(today) if today else None
+
+
 def simulated_dataset(home: Path, simulation: SimulationConfig | None = None) -> DatasetConfig:
     """The built-in world: the simulator writes the raw contract under landing/."""
     landing = home / "landing"
@@ -260,7 +276,8 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     else:
         dataset = load_dataset(Path(dataset_ref).expanduser().resolve(), home)
     pinned = env.get("RETAIL_ML_TODAY")
-    today = dt.date.fromisoformat(pinned) if pinned else dt.date.today()
+    world = None if pinned or dataset.simulation is None else world_clock(home)
+    today = dt.date.fromisoformat(pinned) if pinned else world or dt.date.today()
     prod = env.get("RETAIL_ML_ENV") == "prod"
     return Settings(
         env=env.get("RETAIL_ML_ENV", "local"),
@@ -269,6 +286,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         # Production computes features on Spark unless told otherwise.
         engine=env.get("RETAIL_ML_ENGINE") or ("spark" if prod else "polars"),
         today=today,
+        clock="pinned" if pinned else "world" if world else "wall",
         promotion_margin=env.get("RETAIL_ML_PROMOTION_MARGIN", 0.01),
         backtest_origins=env.get("RETAIL_ML_BACKTEST_ORIGINS", 3),
         interval_level=env.get("RETAIL_ML_INTERVAL_LEVEL", 0.8),

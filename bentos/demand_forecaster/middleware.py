@@ -4,8 +4,8 @@ latency histogram, the real OpenAPI spec at /docs.json, and one shape for error 
 Why rewrite error bodies: BentoML 1.4 answers every request body that fails validation with 400
 (malformed JSON and schema violations alike) and wraps a raised exception's message in a list.
 The contract is 400 for malformed JSON only, 422 naming the field path for schema violations, and
-`{"error": message}` bodies (plus `detail` for validation errors). Only error responses of the
-API routes are buffered and rewritten; successful ones stream through untouched.
+`{"error": message, "detail": [{field, message, type}]}` bodies, whatever the status. Only error
+responses of the API routes are buffered and rewritten; successful ones stream through untouched.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ import hmac
 import json
 import logging
 import os
+import re
 import time
 from collections.abc import Awaitable, Callable, Mapping, MutableMapping
 from typing import Any
@@ -27,6 +28,13 @@ AUTH_ENV = "RETAIL_ML_API_AUTH"  # "off": a prod server without a token, on purp
 OPEN_PATHS = frozenset({"/livez", "/healthz", "/readyz", "/metrics"})  # probes, scrapes
 UNAUTHORIZED = "missing or invalid bearer token: send 'Authorization: Bearer <token>'"
 UNSUPPORTED = "unsupported Content-Type: send the body as JSON, Content-Type: application/json"
+# The `type` of an error's detail entry when the service raised a message, by status. A 422 the
+# service raises is a valid request it cannot serve (a date outside the horizon, an override
+# without online state, an undeclared covariate); pydantic's own types mark invalid ones.
+UNSERVABLE = "unservable"
+KINDS = {400: "json_invalid", 401: "unauthorized", 404: "not_found", 405: "method_not_allowed",
+         413: "too_many_requests", 415: "unsupported_media_type", 422: UNSERVABLE}
+FIELD_PATH = re.compile(r"[A-Za-z_]\w*(\.\w+)*")  # "requests.3.date" in "requests.3.date: ..."
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
 Message = MutableMapping[str, Any]
@@ -68,14 +76,15 @@ def latency_histogram() -> Any:
 
 class ApiEdge:
     """`endpoints`: the API paths to time and whose errors to reshape; `model_version`: the
-    version answering now, read per request; `openapi`: the spec /docs.json serves."""
+    version answering now, read per request; `openapi`: the spec /docs.json serves (called per
+    request: its example follows the served snapshot)."""
 
     def __init__(self, app: App, endpoints: tuple[str, ...], model_version: Callable[[], str],
                  openapi: Callable[[], dict[str, Any]]) -> None:
         self.app = app
         self.endpoints = frozenset(endpoints)
         self.model_version = model_version
-        self.openapi = functools.cache(openapi)
+        self.openapi = openapi
         # read when the server starts, not at import; in prod, no open API by accident
         self.token = api_token()
         self.histogram = latency_histogram()
@@ -86,7 +95,7 @@ class ApiEdge:
         if scope["type"] != "http" or path in OPEN_PATHS:
             return await self.app(scope, receive, send)
         if self.token is not None and not self._authorized(scope):
-            return await _send_json(send, 401, {"error": UNAUTHORIZED},
+            return await _send_json(send, 401, error_body(401, UNAUTHORIZED),
                                     [(b"www-authenticate", b"Bearer")])
         if path == "/docs.json" and scope["method"] == "GET":
             return await _send_json(send, 200, self.openapi(), [])
@@ -97,7 +106,7 @@ class ApiEdge:
             return await self.app(scope, receive, send)
         if scope["method"] == "POST" and not _is_json(scope):
             # BentoML would parse forms (and fail on a malformed one with a 500): JSON only
-            return await _send_json(send, 415, {"error": UNSUPPORTED}, [])
+            return await _send_json(send, 415, error_body(415, UNSUPPORTED), [])
         start = time.perf_counter()
         try:
             await self.app(scope, receive, _ErrorReshaper(send))
@@ -149,7 +158,9 @@ def quiet_client_errors(record: logging.LogRecord) -> bool:
         detail = f"{type(exc).__name__} {int(status)}: {exc}"
     else:
         return True
-    record.msg, record.args = f"{record.getMessage()}: {detail}", None
+    # BentoML says "Exception on /forecast [POST]": for a client's mistake, it is not one
+    said = record.getMessage().replace("Exception on", "Client error on", 1)
+    record.msg, record.args = f"{said}: {detail}", None
     record.exc_info, record.exc_text = None, None
     record.levelno, record.levelname = logging.INFO, "INFO"
     return True
@@ -161,27 +172,39 @@ def _is_json(scope: Message) -> bool:
     return media == b"application/json" or media.endswith(b"+json")
 
 
+def error_body(status: int, message: str) -> dict[str, Any]:
+    """The contract's error body for a message: `detail` names the field when the message starts
+    with its path ("requests.3.date: ..."), else the body as a whole."""
+    head, sep, rest = message.partition(": ")
+    field = head if sep and FIELD_PATH.fullmatch(head) else "body"
+    return {"error": message, "detail": [{
+        "field": field, "message": rest if field != "body" else message,
+        "type": KINDS.get(status, "server_error" if status >= 500 else "error")}]}
+
+
 def reshape(status: int, raw: bytes) -> tuple[int, dict[str, Any]]:
     """An error response's status and body in the contract's form."""
     try:
         data = json.loads(raw)
     except ValueError:  # plain text, such as Starlette's "Method Not Allowed"
-        return status, {"error": raw.decode("utf-8", "replace")}
+        return status, error_body(status, raw.decode("utf-8", "replace"))
     if isinstance(data, list) and len(data) == 1:  # BentoML's wrapping of an exception message
         data = data[0]
     if not isinstance(data, dict):
-        return status, {"error": str(data)}
+        return status, error_body(status, str(data))
     detail = data.get("detail")
     if status == 400 and isinstance(detail, list):  # pydantic's errors for the request body
         if any(e.get("type") == "json_invalid" for e in detail):
-            return 400, {"error": f"malformed JSON body: {detail[0].get('msg', '')}"}
+            return 400, error_body(400, f"malformed JSON body: {detail[0].get('msg', '')}")
         errors = [{"field": ".".join(map(str, e.get("loc", ()))) or "body",
                    "message": e.get("msg", ""), "type": e.get("type", "")} for e in detail]
         shown = "; ".join(f"{e['field']}: {e['message']}" for e in errors[:5])
         more = f" (and {len(errors) - 5} more)" if len(errors) > 5 else ""
         return 422, {"error": f"invalid request: {shown}{more}", "detail": errors}
     if "error" not in data and isinstance(detail, str):  # FastAPI's form, from GET /model
-        return status, {"error": detail}
+        return status, error_body(status, detail)
+    if isinstance(data.get("error"), str) and not isinstance(detail, list):
+        return status, error_body(status, data["error"])
     return status, data
 
 

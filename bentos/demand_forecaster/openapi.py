@@ -14,12 +14,13 @@ More corrections, found by fuzzing the spec (benchmarks/fuzz_api.py, tests/e2e/t
   So is its answer: `lower`, `upper` and `interval_level` are null for a model without an
   interval calibration, which BentoML's inlined copy would not allow.
 - A body is required (a request without one gets 422), so the spec says so.
-- Auth as configured: a bearer token is required when the server has RETAIL_ML_API_TOKEN set,
-  optional (and ignored) when not.
+- Auth as configured: a bearer token is required when the server has RETAIL_ML_API_TOKEN set;
+  without one the spec declares no security at all (Swagger would show locks on open routes).
 """
 
 from __future__ import annotations
 
+import copy
 import os
 from typing import Any
 
@@ -33,7 +34,7 @@ COMPONENT = "#/components/schemas/{model}"
 
 ERROR_REF = {"$ref": "#/components/schemas/Error"}
 SCHEMAS = {
-    "Error": {"type": "object", "required": ["error"], "properties": {
+    "Error": {"type": "object", "required": ["error", "detail"], "properties": {
         "error": {"type": "string"},
         "detail": {"type": "array", "items": {"$ref": "#/components/schemas/FieldError"}}}},
     "FieldError": {"type": "object", "required": ["field", "message", "type"], "properties": {
@@ -65,8 +66,7 @@ ANSWERS = {"/forecast": Forecast}
 def with_real_errors(spec: dict[str, Any]) -> dict[str, Any]:
     """`spec` (BentoML's, as a dict) with each route's actual request bodies and error responses,
     and the bearer auth as this server is configured (read when the server starts)."""
-    # no token: none needed, and one sent is ignored
-    security = [{"bearer": []}] if os.environ.get(TOKEN_ENV) else [{}, {"bearer": []}]
+    token = bool(os.environ.get(TOKEN_ENV))  # no token: none needed, and one sent is ignored
     spec["openapi"] = OPENAPI_VERSION
     spec["components"]["schemas"].update(SCHEMAS)
     for path, model in BODIES.items():
@@ -76,16 +76,31 @@ def with_real_errors(spec: dict[str, Any]) -> dict[str, Any]:
         responses = spec["paths"][path]["post"]["responses"]
         ok = next(v for k, v in responses.items() if str(k) == "200")  # BentoML's key is an int
         ok["content"]["application/json"]["schema"] = _component(spec, model)
-    spec["components"]["securitySchemes"] = {"bearer": {"type": "http", "scheme": "bearer"}}
+    if token:
+        spec["components"]["securitySchemes"] = {"bearer": {"type": "http", "scheme": "bearer"}}
     for path, statuses in STATUSES.items():
         for operation in spec["paths"][path].values():
             ok = {k: v for k, v in operation["responses"].items() if str(k).startswith("2")}
             operation["responses"] = {**ok, **{str(s): {
                 "description": WHEN[s], "content": {"application/json": {"schema": ERROR_REF}}}
                 for s in statuses}}
-            operation["security"] = security
+            if token:
+                operation["security"] = [{"bearer": []}]
             if "requestBody" in operation:
                 operation["requestBody"]["required"] = True
+    return spec
+
+
+def with_example(spec: dict[str, Any], request: BaseModel | None) -> dict[str, Any]:
+    """`spec` with a servable request from the served snapshot as the bodies' example, so that
+    Swagger's "Try it out" gets a forecast, not a 404 for `"store_id": "string"`."""
+    if request is None:
+        return spec
+    spec = copy.deepcopy(spec)
+    one = request.model_dump(mode="json", exclude_none=True)
+    for path, example in (("/forecast", one), ("/forecast_batch", {"requests": [one]})):
+        spec["paths"][path]["post"]["requestBody"]["content"]["application/json"]["example"] \
+            = example
     return spec
 
 

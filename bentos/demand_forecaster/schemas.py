@@ -58,6 +58,11 @@ class Forecast(BaseModel):
     interval_level: float | None
 
 
+class SeriesRef(BaseModel):
+    store_id: str
+    item_id: str
+
+
 class SnapshotInfo(BaseModel):
     table: str
     version: int  # Delta table version
@@ -67,6 +72,9 @@ class SnapshotInfo(BaseModel):
     period_days: int
     series: int
     rows: int
+    sample_series: list[SeriesRef] = []  # a few valid (store_id, item_id) pairs
+    # a servable request (the API docs' example): a sample series, the second servable date
+    example_request: ForecastRequest | None = None
 
 
 class Reload(BaseModel):

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import functools
 import gc
 import logging
 import os
@@ -40,7 +41,7 @@ from bentoml.exceptions import BentoMLException, NotFound, UnprocessableEntity
 from fastapi import FastAPI
 
 from bentos.demand_forecaster.middleware import ApiEdge, api_token, quiet_client_errors
-from bentos.demand_forecaster.openapi import with_real_errors
+from bentos.demand_forecaster.openapi import with_example, with_real_errors
 from bentos.demand_forecaster.prediction_log import PredictionLog, enabled, timer
 from bentos.demand_forecaster.schemas import Forecast, ForecastRequest, ModelInfo, Reload
 from bentos.demand_forecaster.state import (
@@ -274,7 +275,9 @@ def _row(s: Serving, req: ForecastRequest, prefix: str) -> int:
         f"{s.first} .. {s.last}{step} (origin {s.origin})")
 
 
+_spec = functools.cache(lambda: with_real_errors(DemandForecaster.openapi_spec.asdict()))
 DemandForecaster.add_asgi_middleware(
     ApiEdge, endpoints=(*(api.route for api in DemandForecaster.apis.values()), "/model"),
     model_version=lambda: bentoml.get_current_service().serving.model_version,
-    openapi=lambda: with_real_errors(DemandForecaster.openapi_spec.asdict()))
+    openapi=lambda: with_example(_spec(), bentoml.get_current_service().serving.info.features
+                                 .example_request))

@@ -21,7 +21,13 @@ import numpy as np
 import polars as pl
 from deltalake import DeltaTable
 
-from bentos.demand_forecaster.schemas import IntervalInfo, ModelInfo, SnapshotInfo
+from bentos.demand_forecaster.schemas import (
+    ForecastRequest,
+    IntervalInfo,
+    ModelInfo,
+    SeriesRef,
+    SnapshotInfo,
+)
 from ml_assets.deployment.pointer import read_champion
 from ml_assets.evaluation.intervals import Bounds, Calibration, no_calibration
 from ml_assets.forecasting.online import OnlineState
@@ -130,7 +136,7 @@ def load_serving(sources: Sources, paths: Paths, period_days: int) -> Serving:
         features=SnapshotInfo(table=FEATURES_TABLE, version=sources.features_version,
                               origin=origin, first_date=first, last_date=last,
                               period_days=period_days, series=len(series),
-                              rows=features.height))
+                              rows=features.height, **samples(features, period_days)))
     return Serving(
         sources=sources, predict=predict, model_version=info.model_version, columns=columns,
         levels=levels, array=to_array(features, columns, levels),
@@ -143,6 +149,21 @@ def load_serving(sources: Sources, paths: Paths, period_days: int) -> Serving:
         horizon_array=features.get_column("horizon").to_numpy(),
         bounds=Bounds(calibration) if calibration else None, origin=origin, first=first,
         last=last, online=online, online_missing=missing, info=info)
+
+
+def samples(features: pl.DataFrame, period_days: int, n: int = 5) -> dict[str, object]:
+    """A few valid series and one servable request: the day after the first servable date
+    (tomorrow, on the simulated world's clock), on a series open that day."""
+    first, last = features.get_column("date").min(), features.get_column("date").max()
+    day = min(first + dt.timedelta(days=period_days), last)
+    rows = features.filter(pl.col("date") == day).sort("store_id", "item_id")
+    if "forced_zero" in rows.columns:
+        rows = rows.sort(pl.col("forced_zero").fill_null(False), maintain_order=True)
+    pairs = rows.select("store_id", "item_id").rows()
+    example = ForecastRequest(store_id=pairs[0][0], item_id=pairs[0][1], date=day) \
+        if pairs else None
+    return {"sample_series": [SeriesRef(store_id=s, item_id=i) for s, i in sorted(pairs)[:n]],
+            "example_request": example}
 
 
 def interval_info(calibration: Calibration | None, version: str) -> IntervalInfo:

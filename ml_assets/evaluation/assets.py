@@ -1,31 +1,36 @@
-"""The evaluation report asset and its blocking promotion gate."""
+"""The evaluation report asset and its blocking promotion gate.
+
+The full report is one HTML page per model version (`html_report`), linked from the
+materialization (`report`) and logged in the challenger's MLflow run with every backtest
+metric; the Dagster metadata keeps the headline numbers and the gate's sentence.
+"""
 
 import datetime as dt
 import tempfile
-from dataclasses import replace
+import time
 from pathlib import Path
 
 import dagster as dg
 import mlflow
 import numpy as np
 import polars as pl
+from mlflow.entities import Metric
+from mlflow.utils.validation import MAX_METRICS_PER_BATCH
 
-from ml_assets.evaluation import plots
+from ml_assets.evaluation import html_report, plots
 from ml_assets.evaluation.gate import GateDecision, decide
-from ml_assets.evaluation.intervals import (
-    calibrate,
-    coverage_by_bucket,
-    quantile_names,
-    scored_rows,
-)
+from ml_assets.evaluation.intervals import quantile_names
+from ml_assets.evaluation.metrics import mlflow_metrics, mlflow_name
 from ml_assets.evaluation.oracle import ORACLE, ORIGIN_ORACLE, oracle_ratios, with_oracle
 from ml_assets.evaluation.report import (
     BacktestSpec,
     Candidate,
     RowsAt,
+    intervals_for,
     overall_wape,
     report_tables,
     run_backtest,
+    stored_tables,
 )
 from ml_assets.features.assets import feature_spec
 from ml_assets.features.transforms import SERIES
@@ -47,10 +52,11 @@ from ml_assets.training.registry import (
 )
 from resources.delta import DeltaStore
 from resources.settings import Settings
-from resources.tracking import REGISTERED_MODEL
+from resources.tracking import REGISTERED_MODEL, tag_value
 
 EVALUATION_TABLE = "gold/model_evaluation"
 GATE = "promotion_gate"
+REPORT_ARTIFACT = "evaluation/report.html"
 
 
 def backtest_spec(settings: Settings) -> BacktestSpec:
@@ -109,8 +115,8 @@ def baseline_challenger(context: dg.AssetExecutionContext, settings: Settings,
               f"(v{challenger.version}, WAPE {wapes['challenger']:.4f}) does not beat the best "
               f"baseline, {name} (WAPE {wapes[name]:.4f}), so {name} becomes champion and "
               "forecasts are served. Later challengers must beat it.")
-    tags = {"backtest_wape": str(wapes[name]), "seasonal_naive_wape":
-            str(wapes["seasonal_naive"]), "compared_with": "none", "gate": "passed",
+    tags = {"backtest_wape": tag_value(wapes[name]), "seasonal_naive_wape":
+            tag_value(wapes["seasonal_naive"]), "compared_with": "none", "gate": "passed",
             "gate_reason": reason, "train_end": challenger.tags.get("train_end", ""),
             "objective": name, "rounds": "0"}
     uri = settings.mlflow_tracking_uri
@@ -149,37 +155,10 @@ def oracle_backtest(settings: Settings, backtest: pl.DataFrame) -> tuple[pl.Data
     return joined, ""
 
 
-def intervals_for(backtest: pl.DataFrame, forecaster: str, settings: Settings,
-                  spec: BacktestSpec) -> tuple[dict, pl.DataFrame | None, str]:
-    """The interval calibration of `forecaster`'s backtest forecasts (the JSON stored with its
-    model version, with the coverage measured leaving one origin out) and the coverage table;
-    an empty document and the reason when no scored row has an actual."""
-    if scored_rows(backtest, forecaster).height == 0:
-        return {}, None, "no backtest row has an actual to calibrate intervals on"
-    level = settings.interval_level
-    coverage, measured = coverage_by_bucket(backtest, forecaster, level, spec.period_days)
-    calibration = replace(calibrate(backtest, forecaster, level, spec.period_days),
-                          measured=measured, coverage={b: round(c, 4) for b, c in coverage.select(
-                              "bucket", "coverage").iter_rows()})
-    return calibration.to_json(), coverage, measured
-
-
 def staleness_days(challenger: RegisteredModel, champion: RegisteredModel) -> int:
     """How much older the champion's training data is than the challenger's."""
     ends = [dt.date.fromisoformat(m.tags["train_end"]) for m in (challenger, champion)]
     return max((ends[0] - ends[1]).days, 0)
-
-
-def stored_tables(tables: dict[str, pl.DataFrame], version: str) -> pl.DataFrame:
-    """The report's tables as one long frame for Delta: (scope, group, forecaster, metrics)."""
-    parts = []
-    for scope, table in tables.items():
-        grouped = scope != "overall"
-        group = pl.col(table.columns[0]).cast(pl.Utf8) if grouped else pl.lit("all")
-        parts.append(table.select(pl.lit(version).alias("model_version"),
-                                  pl.lit(scope).alias("scope"), group.alias("group"),
-                                  *(table.columns[1:] if grouped else table.columns)))
-    return pl.concat(parts)
 
 
 def rounded(table: pl.DataFrame) -> list[tuple]:
@@ -187,15 +166,45 @@ def rounded(table: pl.DataFrame) -> list[tuple]:
             for row in table.iter_rows()]
 
 
-def report_images(backtest: pl.DataFrame, forecasters: list[str], model: RegisteredModel,
-                  period_days: int) -> dict[str, bytes]:
-    series = plots.representative_series(backtest)
+def report_facts(challenger: RegisteredModel, champion: RegisteredModel | None,
+                 gated: RegisteredModel, known_future: dict[str, str], backtest: pl.DataFrame,
+                 settings: Settings, lag_days: int) -> dict[str, str]:
+    """The report's header: what was compared, on what, and what it led to."""
+    per = plots.period_unit(settings.dataset.period_days)
     return {
-        "forecast_vs_actual": plots.forecast_vs_actual_png(backtest, forecasters, series),
-        "error_by_horizon": plots.error_by_horizon_png(backtest, forecasters, period_days),
-        "feature_importance": plots.feature_importance_png(
-            model.booster.get_score(importance_type="gain")),
+        "challenger": f"v{challenger.version} ({challenger.baseline or 'xgboost'}, "
+                      f"trained to {challenger.tags.get('train_end', '?')})",
+        "champion": (f"v{champion.version}, refitted on data {lag_days} days staler"
+                     if champion else "none yet"),
+        "promoted candidate": f"v{gated.version} ({gated.baseline or 'xgboost'})",
+        "origins (known future)": ", ".join(f"{o} ({src})" for o, src in known_future.items()),
+        "horizon": f"{settings.dataset.horizon_periods} {per}s",
+        "backtest rows": f"{backtest.height:,}",
+        "promotion margin": f"{settings.promotion_margin:.1%}",
     }
+
+
+def log_metrics(tracking_uri: str, run_id: str, metrics: dict[str, float]) -> None:
+    """`metrics` in `run_id` at one timestamp, in batches of MLflow's largest."""
+    now, items = int(time.time() * 1000), list(metrics.items())
+    client = registry_client(tracking_uri)
+    for i in range(0, len(items), MAX_METRICS_PER_BATCH):
+        client.log_batch(run_id, metrics=[Metric(k, float(v), now, 0)
+                                          for k, v in items[i:i + MAX_METRICS_PER_BATCH]])
+
+
+def write_report(path: Path, page: str, tracking_uri: str, run_id: str,
+                 images: dict[str, bytes]) -> None:
+    """The page at its stable path, and the page and the PNGs in the challenger's MLflow run
+    (the run of the version the report is about, also when this is a later Dagster run)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(page, encoding="utf-8")
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, png in images.items():
+            (Path(tmp) / f"{name}.png").write_bytes(png)
+        (Path(tmp) / Path(REPORT_ARTIFACT).name).write_text(page, encoding="utf-8")
+        registry_client(tracking_uri).log_artifacts(run_id, tmp,
+                                                    str(Path(REPORT_ARTIFACT).parent))
 
 
 @dg.asset(
@@ -218,7 +227,7 @@ def report_images(backtest: pl.DataFrame, forecasters: list[str], model: Registe
 )
 def model_evaluation(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
     settings: Settings = context.resources.platform.get()
-    delta, tracking = context.resources.delta, context.resources.mlflow
+    delta = context.resources.delta
     uri = settings.mlflow_tracking_uri
     challenger = load_alias(uri, "challenger")
     if challenger is None:
@@ -233,7 +242,13 @@ def model_evaluation(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
     if champion is not None:
         lag = staleness_days(challenger, champion) if champion.booster is not None else 0
         candidates.append(candidate("champion", champion, lag))
-    backtest, known_future = run_backtest(labelled, rows_at(settings, delta), spec, candidates)
+    names = ", ".join(c.name for c in candidates)
+
+    def progress(i: int, n: int, origin: dt.date) -> None:
+        # the demo prints "progress: " lines while this, the longest step, runs
+        context.log.info(f"progress: backtest origin {i}/{n} ({origin}): refitting {names}")
+    backtest, known_future = run_backtest(labelled, rows_at(settings, delta), spec, candidates,
+                                          progress)
     forecasters = ["challenger", *(["champion"] if champion else []), "seasonal_naive",
                    spec.moving_average]
     has_oracle, oracle_missing = settings.dataset.simulation is not None, ""
@@ -253,59 +268,80 @@ def model_evaluation(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
         gated, decision = baseline_challenger(context, settings, challenger, wapes, spec)
     # every version this evaluation registers carries intervals from its own backtest
     # residuals: the challenger, and a baseline made champion
-    intervals, coverage, measured = intervals_for(backtest, "challenger", settings, spec)
+    level = settings.interval_level
+    intervals, coverage, measured = intervals_for(backtest, "challenger", level,
+                                                  spec.period_days)
     if intervals:
         save_intervals(uri, challenger.version, challenger.run_id, intervals)
     if gated is not challenger:
-        own = intervals_for(backtest, str(gated.baseline), settings, spec)[0]
+        own = intervals_for(backtest, str(gated.baseline), level, spec.period_days)[0]
         if own:
             save_intervals(uri, gated.version, gated.run_id, own)
     delta_version = delta.overwrite(EVALUATION_TABLE,
                                     stored_tables(tables, challenger.version),
                                     predicate=f"model_version = '{challenger.version}'")
-    images = report_images(backtest, forecasters, challenger, spec.period_days)
-    with tempfile.TemporaryDirectory() as tmp:
-        for name, png in images.items():
-            (Path(tmp) / f"{name}.png").write_bytes(png)
-        tracking.log_artifacts(tmp, artifact_path="evaluation")
-    tracking.log_metrics({f"backtest_wape_{name}": w for name, w in wapes.items()})
+    importance = (challenger.booster.get_score(importance_type="gain")
+                  if challenger.booster is not None else {})
+    images = plots.report_images(backtest, forecasters, spec.period_days, importance)
+    staleness = candidates[-1].lag_days if champion else 0
+    page = html_report.render(html_report.EvaluationReport(
+        challenger_version=challenger.version,
+        gate_passed=decision.passed, gate_reason=decision.reason, tables=tables,
+        images={plots.CAPTIONS[k]: png for k, png in images.items()}, coverage=coverage,
+        coverage_note=(f"{intervals['level']:.0%} intervals, measured {measured}"
+                       if intervals else f"none: {measured}"),
+        facts=report_facts(challenger, champion, gated, known_future, backtest, settings,
+                           staleness)))
+    report = html_report.report_path(settings.home, challenger.version).resolve()
+    write_report(report, page, uri, challenger.run_id, images)
     ratios = oracle_ratios(tables) if has_oracle else {}
     floor = oracle_ratios(tables, oracle=ORIGIN_ORACLE) if has_oracle else {}
-    # MLflow's metric names allow no "+": bucket "29+" is logged as "29plus"
-    tracking.log_metrics({**{f"interval_coverage_{b.replace('+', 'plus')}": c for b, c in
-                             intervals.get("coverage", {}).items()},
-                          **({"wape_ratio_challenger_oracle": ratios["all"],
-                              "wape_ratio_challenger_origin_oracle": floor["all"]}
-                             if ratios else {})})
+    # every backtest metric of every forecaster, overall and by horizon bucket, on the
+    # challenger's run: MLflow's runs table then compares versions on any of them
+    log_metrics(uri, challenger.run_id, {
+        **mlflow_metrics(tables["overall"], tables["horizon_bucket"]),
+        **{mlflow_name(f"interval_coverage_{b}"): c
+           for b, c in intervals.get("coverage", {}).items()},
+        **({"wape_ratio_challenger_oracle": ratios["all"],
+            "wape_ratio_challenger_origin_oracle": floor["all"]} if ratios else {})})
     gate_tags = {"backtest_wape": wapes["challenger"], "seasonal_naive_wape":
                  wapes["seasonal_naive"], "champion_wape": wapes.get("champion"),
                  "compared_with": champion.version if champion else "none",
                  "gate": "passed" if decision.passed and gated is challenger else "blocked",
-                 "gate_reason": decision.reason}
+                 "gate_reason": decision.reason, "evaluation_report": REPORT_ARTIFACT}
     for key, value in gate_tags.items():
-        client.set_model_version_tag(REGISTERED_MODEL, challenger.version, key, str(value))
+        client.set_model_version_tag(REGISTERED_MODEL, challenger.version, key,
+                                     tag_value(value))
     headline = {f"wape_{k}": round(v, 4) for k, v in wapes.items()}
+    by_bucket = tables["horizon_bucket"].filter(pl.col("forecaster") == "challenger")
     return dg.MaterializeResult(
         metadata={
+            # the gate's whole sentence as plain text: Dagster shows text in full, inline
+            "gate": dg.MetadataValue.text(decision.reason),
+            "report": dg.MetadataValue.path(str(report)),
+            "report_url": dg.MetadataValue.url(report.as_uri()),
+            "report_artifact": f"runs:/{challenger.run_id}/{REPORT_ARTIFACT}",
             "challenger_version": challenger.version,
             "champion_version": champion.version if champion else "none",
             "promoted_candidate": gated.version,
             "promoted_kind": gated.baseline or "xgboost",
+            **headline,
+            "wape_challenger_by_horizon_bucket": dg.MetadataValue.json(
+                {str(b): round(w, 4) for b, w in by_bucket.select(
+                    "horizon_bucket", "wape").iter_rows()}),
+            # short enough (under Dagster's 1000 characters) to show inline
+            "metrics_overall": markdown_table(rounded(tables["overall"]),
+                                              tuple(tables["overall"].columns)),
             # what the scored rows' known future was at each origin: the plan as known then,
             # or the actual values where no plan delivery was known yet (historical files)
             "known_future": dg.MetadataValue.json(known_future),
-            "champion_staleness_days": candidates[-1].lag_days if champion else 0,
-            **headline,
-            "gate": decision.reason,
+            "champion_staleness_days": staleness,
             "origins": dg.MetadataValue.json(
                 [str(o) for o in backtest.get_column("origin").unique().sort()]),
             "scored_rows": backtest.height,
             "training_set_delta_version": training_version,
             "evaluation_delta_version": delta_version,
-            **{f"metrics_{scope}": markdown_table(rounded(tables[scope]),
-                                                  tuple(tables[scope].columns))
-               for scope in ("overall", "horizon_bucket", "category")},
-            **interval_metadata(intervals, coverage, measured),
+            **interval_metadata(intervals, measured),
             **({"wape_ratio_challenger_oracle": round(ratios["all"], 4),
                 "wape_ratio_challenger_oracle_by_horizon_bucket": dg.MetadataValue.json(
                     {b: round(r, 4) for b, r in ratios.items() if b != "all"}),
@@ -314,19 +350,19 @@ def model_evaluation(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
                     {b: round(r, 4) for b, r in floor.items() if b != "all"})}
                if ratios else {}),
             **({"oracle": oracle_missing} if oracle_missing else {}),
-            "plots": dg.MetadataValue.md(plots.markdown_images(images)),
         },
         check_results=[dg.AssetCheckResult(
             check_name=GATE, passed=decision.passed, description=decision.reason,
-            metadata={"reason": decision.reason, **headline,
-                      "margin": settings.promotion_margin})],
+            metadata={"reason": dg.MetadataValue.text(decision.reason), **headline,
+                      "margin": settings.promotion_margin,
+                      "report": dg.MetadataValue.path(str(report))})],
     )
 
 
-def interval_metadata(document: dict, coverage: pl.DataFrame | None, measured: str
-                      ) -> dict[str, object]:
-    """The report's intervals: level, coverage by horizon bucket (how it was measured), width."""
-    if coverage is None:
+def interval_metadata(document: dict, measured: str) -> dict[str, object]:
+    """The intervals' headline: level, coverage by horizon bucket and how it was measured (the
+    widths are in the report)."""
+    if not document:
         return {"intervals": f"none: {measured}"}
     low, high = quantile_names(float(document["level"]))
     return {
@@ -334,5 +370,4 @@ def interval_metadata(document: dict, coverage: pl.DataFrame | None, measured: s
         "interval": f"{low} to {high}",
         "interval_coverage": dg.MetadataValue.json(document["coverage"]),
         "interval_coverage_measured": measured,
-        "metrics_intervals": markdown_table(rounded(coverage), tuple(coverage.columns)),
     }

@@ -218,3 +218,35 @@ def bucket_labels(period_days: int) -> list[str]:
     """The horizon buckets' labels in order (`horizon_bucket`'s)."""
     bounds, last = _buckets(period_days)
     return [label for _, label in bounds] + [last]
+
+
+# --- MLflow ---------------------------------------------------------------------------------
+
+# MLflow accepts letters, digits and `_ - . / : space` in metric names: a bucket such as
+# "29+" must be spelled out ("29plus"), anything else unexpected becomes "_".
+_MLFLOW_SAFE = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-./")
+
+
+def mlflow_name(name: str) -> str:
+    """`name` as an MLflow metric name: "+" → "plus", other characters MLflow refuses → "_"."""
+    return "".join(c if c in _MLFLOW_SAFE else "_" for c in name.replace("+", "plus"))
+
+
+def mlflow_metrics(overall: pl.DataFrame, by_bucket: pl.DataFrame | None = None,
+                   prefix: str = "backtest") -> dict[str, float]:
+    """Every metric of every forecaster as flat MLflow metrics: `<prefix>_<metric>_<forecaster>`
+    from `overall` (a `metric_table` without `by`) and `<prefix>_<metric>_<forecaster>_h<bucket>`
+    from `by_bucket` (grouped by `horizon_bucket`; "h29plus" for "29+"). `n` is a count, not a
+    score, so it is left out. Undefined values stay nan: MLflow stores nan, and a missing metric
+    would read as "not computed" rather than "undefined"."""
+    scores = [m for m in METRICS if m != "n"]
+    out: dict[str, float] = {}
+    for row in overall.iter_rows(named=True):
+        for m in scores:
+            out[mlflow_name(f"{prefix}_{m}_{row['forecaster']}")] = float(row[m])
+    if by_bucket is not None:
+        for row in by_bucket.iter_rows(named=True):
+            for m in scores:
+                name = f"{prefix}_{m}_{row['forecaster']}_h{row['horizon_bucket']}"
+                out[mlflow_name(name)] = float(row[m])
+    return out

@@ -1,9 +1,9 @@
-"""Small PNG plots of a backtest, for Dagster metadata (`MetadataValue.md`).
+"""Small PNG plots of a backtest, for the evaluation report (`html_report`) and MLflow.
 
 Every function builds its own `matplotlib.figure.Figure` and renders it with the Agg canvas:
 pyplot's global figure registry is never touched, so the functions are safe to call from
 concurrent Dagster steps and leave no open figures behind. Images are kept small because
-`markdown_images` embeds them base64 in the metadata.
+the report embeds them base64, so that it opens offline as one file.
 
 Input frames are backtest frames (`backtest.backtest_frame` plus forecasts): `store_id`,
 `item_id`, `date`, `origin`, `horizon`, the actual `units_sold` and one Float64 column per
@@ -14,7 +14,6 @@ fail the asset that reports it.
 
 from __future__ import annotations
 
-import base64
 import io
 import math
 from collections.abc import Sequence
@@ -24,6 +23,7 @@ import polars as pl
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.dates import AutoDateLocator, ConciseDateFormatter
 from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
 from matplotlib.ticker import MaxNLocator, PercentFormatter
 
 from ml_assets.evaluation.metrics import metric_table
@@ -89,13 +89,31 @@ def representative_series(frame: pl.DataFrame, n: int = 4) -> list[tuple[str, st
     return list(dict.fromkeys(picks))[:n]
 
 
+def period_unit(period_days: int) -> str:
+    """The period a count is per: "day", "week", or "7-day period" style for others."""
+    return {1: "day", 7: "week"}.get(period_days, f"{period_days}-day period")
+
+
 def forecast_vs_actual_png(frame: pl.DataFrame, forecasters: Sequence[str],
-                           series: Sequence[tuple[str, str]]) -> bytes:
-    """One panel per series: the actuals as a black line, each forecaster's forecast as one
-    segment per origin (the windows tile), gaps where values are null."""
+                           series: Sequence[tuple[str, str]], period_days: int = 1) -> bytes:
+    """`forecast_vs_actual_figure` as a PNG, or an image that says why there is nothing."""
     if not series or frame.is_empty() or not {*KEYS, "date", ACTUAL} <= set(frame.columns):
         return message_png("no backtest rows to plot")
+    return render_png(forecast_vs_actual_figure(frame, forecasters, series, period_days))
+
+
+def forecast_vs_actual_figure(frame: pl.DataFrame, forecasters: Sequence[str],
+                              series: Sequence[tuple[str, str]], period_days: int = 1
+                              ) -> Figure:
+    """One panel per series (at least one): the actuals as a black line, each forecaster's
+    forecast as one segment per origin (the windows tile), gaps where values are null. A
+    dashed vertical line marks each backtest origin (the last day the forecasts knew): without
+    it a reader cannot tell where one refit's window ends and the next begins."""
     usable = _usable(frame, forecasters)
+    # every panel marks every origin, so the panels line up with each other
+    origins = (frame.get_column("origin").drop_nulls().unique().sort().to_list()
+               if "origin" in frame.columns else [])
+    unit = period_unit(period_days)
     ncols = 1 if len(series) == 1 else 2
     nrows = math.ceil(len(series) / ncols)
     fig = Figure(figsize=(8 if ncols == 1 else 10, 1 + 2.4 * nrows), layout="constrained")
@@ -120,16 +138,22 @@ def forecast_vs_actual_png(frame: pl.DataFrame, forecasters: Sequence[str],
                 y = w[name].cast(pl.Float64).fill_null(np.nan).to_numpy()
                 (handles[name],) = ax.plot(w["date"].to_numpy(), y, lw=1,
                                            color=_colour(forecasters, name))
+        for origin in origins:
+            ax.axvline(origin, color="dimgray", ls="--", lw=0.9, zorder=1)
+        if origins:
+            handles["backtest origin"] = Line2D([], [], color="dimgray", ls="--", lw=0.9)
         locator = AutoDateLocator(maxticks=6)
         ax.xaxis.set_major_locator(locator)
         ax.xaxis.set_major_formatter(ConciseDateFormatter(locator))
+        ax.set_xlabel("date", fontsize=8)
+        ax.set_ylabel(f"units sold per {unit}", fontsize=8)
         ax.tick_params(labelsize=8)
     for ax in axes[len(series):]:
         ax.set_visible(False)
     if handles:
         fig.legend(list(handles.values()), list(handles), loc="outside upper center",
                    ncols=min(len(handles), 5), fontsize=8, frameon=False)
-    return render_png(fig)
+    return fig
 
 
 def error_by_horizon_png(frame: pl.DataFrame, forecasters: Sequence[str],
@@ -149,9 +173,8 @@ def error_by_horizon_png(frame: pl.DataFrame, forecasters: Sequence[str],
         line = by_h.filter(pl.col("forecaster") == name)
         ax.plot(line["horizon"].to_numpy(), line["wape"].to_numpy(), marker="o", ms=3,
                 color=_colour(forecasters, name), label=f"{name} ({overall[name]:.1%})")
-    unit = {1: "days", 7: "weeks"}.get(period_days, f"{period_days}-day periods")
-    ax.set_xlabel(f"periods ahead ({unit})")
-    ax.set_ylabel("WAPE")
+    ax.set_xlabel(f"{period_unit(period_days)}s ahead of the origin")
+    ax.set_ylabel("WAPE (sum |error| / sum actual)")
     ax.set_title("Backtest WAPE by horizon", fontsize=10)
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.yaxis.set_major_formatter(PercentFormatter(1.0))
@@ -171,18 +194,29 @@ def feature_importance_png(importance: dict[str, float], top: int = 20) -> bytes
     fig = Figure(figsize=(8, 1 + 0.22 * len(items)), layout="constrained")
     ax = fig.add_subplot()
     ax.barh([n if len(n) <= 40 else n[:39] + "…" for n in names], gains, color="tab:blue")
-    ax.set_xlabel("gain")
+    ax.set_xlabel("gain (mean loss reduction per split using the feature)")
     ax.set_title(f"Top {len(items)} features by gain", fontsize=10)
     ax.tick_params(labelsize=8)
     return render_png(fig)
 
 
-def markdown_images(images: dict[str, bytes]) -> str:
-    """Markdown with a heading and an inline data-URI image per entry, as Dagster's UI renders
-    it in `MetadataValue.md`."""
-    parts = []
-    for title, png in images.items():
-        data = base64.b64encode(png).decode("ascii")
-        alt = title.replace("[", "(").replace("]", ")")
-        parts.append(f"### {title}\n\n![{alt}](data:image/png;base64,{data})\n")
-    return "\n".join(parts)
+# file stem (the MLflow artifact's name) → the report's caption
+CAPTIONS = {
+    "forecast_vs_actual": "Forecast vs actual for representative series (the top seller, the "
+                          "most zero-heavy, the median, then a spread); dashed lines: the "
+                          "backtest origins, the last day each refit knew",
+    "error_by_horizon": "Backtest WAPE by periods ahead of the origin",
+    "feature_importance": "The challenger's features by gain",
+}
+
+
+def report_images(backtest: pl.DataFrame, forecasters: Sequence[str], period_days: int,
+                  importance: dict[str, float]) -> dict[str, bytes]:
+    """The report's plots by file stem (`CAPTIONS`' keys); `importance` is the challenger's
+    `Booster.get_score(importance_type="gain")`, empty for a baseline."""
+    series = representative_series(backtest)
+    return {
+        "forecast_vs_actual": forecast_vs_actual_png(backtest, forecasters, series, period_days),
+        "error_by_horizon": error_by_horizon_png(backtest, forecasters, period_days),
+        "feature_importance": feature_importance_png(importance),
+    }

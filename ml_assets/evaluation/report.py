@@ -20,13 +20,14 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import polars as pl
 
 from ml_assets.evaluation.backtest import rolling_origins, train_mask
 from ml_assets.evaluation.baselines import naive_scale
+from ml_assets.evaluation.intervals import calibrate, coverage_by_bucket, scored_rows
 from ml_assets.evaluation.metrics import horizon_bucket, metric_table
 from ml_assets.features.transforms import SERIES
 from ml_assets.training.dataset import TARGET
@@ -35,6 +36,9 @@ from ml_assets.training.dataset import TARGET
 Refit = Callable[[pl.DataFrame, pl.DataFrame], np.ndarray]
 # origin -> (the rows served at that origin with their actuals, the known future's source)
 RowsAt = Callable[[dt.date], tuple[pl.DataFrame, str]]
+# (1-based index of the origin, number of origins, the origin): called as each origin starts,
+# because refitting every candidate at every origin is the pipeline's longest step
+Progress = Callable[[int, int, dt.date], None]
 
 
 @dataclass(frozen=True)
@@ -95,7 +99,8 @@ def plan_origins(dates: pl.Series, spec: BacktestSpec) -> tuple[list[dt.date], i
 
 
 def run_backtest(labelled: pl.DataFrame, rows_at: RowsAt, spec: BacktestSpec,
-                 candidates: list[Candidate]) -> tuple[pl.DataFrame, dict[str, str]]:
+                 candidates: list[Candidate], progress: Progress | None = None
+                 ) -> tuple[pl.DataFrame, dict[str, str]]:
     """One row per scored (series, date, origin): keys, `horizon`, the actual, `category`,
     `forced_zero`, and one column per candidate and baseline.
 
@@ -103,11 +108,14 @@ def run_backtest(labelled: pl.DataFrame, rows_at: RowsAt, spec: BacktestSpec,
     `rows_at(origin)` gives the rows served at that origin and where their known future came
     from (`ml_assets.forecasting.horizon.rows_at_origin`): what is scored is what would have
     been served. Rows the `zero_when` rule forces are forecast as 0 by everyone. Returns the
-    table and, per origin, the source of its known future ("plan" or "actuals")."""
+    table and, per origin, the source of its known future ("plan" or "actuals"). `progress`
+    hears of each origin as it starts."""
     origins, horizon = plan_origins(labelled.get_column("date"), spec)
     window = dt.timedelta(days=spec.train_window * spec.period_days)
     parts, sources = [], {}
-    for origin in origins:
+    for i, origin in enumerate(origins, start=1):
+        if progress is not None:
+            progress(i, len(origins), origin)
         rows, sources[str(origin)] = rows_at(origin)
         rows = rows.filter(pl.col("horizon") <= horizon)
         category = category_column(rows)
@@ -148,3 +156,29 @@ def report_tables(backtest: pl.DataFrame, labelled: pl.DataFrame, spec: Backtest
 
 def overall_wape(tables: dict[str, pl.DataFrame]) -> dict[str, float]:
     return dict(tables["overall"].select("forecaster", "wape").iter_rows())
+
+
+def stored_tables(tables: dict[str, pl.DataFrame], version: str) -> pl.DataFrame:
+    """The report's tables as one long frame for Delta: (scope, group, forecaster, metrics)."""
+    parts = []
+    for scope, table in tables.items():
+        grouped = scope != "overall"
+        group = pl.col(table.columns[0]).cast(pl.Utf8) if grouped else pl.lit("all")
+        parts.append(table.select(pl.lit(version).alias("model_version"),
+                                  pl.lit(scope).alias("scope"), group.alias("group"),
+                                  *(table.columns[1:] if grouped else table.columns)))
+    return pl.concat(parts)
+
+
+def intervals_for(backtest: pl.DataFrame, forecaster: str, level: float, period_days: int
+                  ) -> tuple[dict, pl.DataFrame | None, str]:
+    """The interval calibration of `forecaster`'s backtest forecasts (the JSON stored with its
+    model version, with the coverage measured leaving one origin out), the coverage table and
+    how it was measured; an empty document and the reason when no scored row has an actual."""
+    if scored_rows(backtest, forecaster).height == 0:
+        return {}, None, "no backtest row has an actual to calibrate intervals on"
+    coverage, measured = coverage_by_bucket(backtest, forecaster, level, period_days)
+    calibration = replace(calibrate(backtest, forecaster, level, period_days),
+                          measured=measured, coverage={b: round(c, 4) for b, c in coverage.select(
+                              "bucket", "coverage").iter_rows()})
+    return calibration.to_json(), coverage, measured

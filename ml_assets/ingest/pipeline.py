@@ -86,3 +86,16 @@ def quarantine_predicate(result: IngestResult, start: dt.date, end: dt.date,
         orphan += f" OR date > '{end_date.isoformat()}'"
     return (f"(date >= '{start.isoformat()}' AND date < '{end.isoformat()}') OR "
             f"(source_file IN ({files}) AND ({orphan}))")
+
+
+def rows_per_period(bronze: pl.DataFrame, start: dt.date, end: dt.date,
+                    period_days: int) -> pl.DataFrame:
+    """Rows landed in each period (partition) of [start, end), zeros included: a period without
+    rows is a missing file or a missing day, which a window's total would hide."""
+    periods = pl.date_range(start, end - dt.timedelta(days=1), f"{period_days}d", eager=True)
+    counts = (bronze.select(((pl.col("date") - pl.lit(start)).dt.total_days() // period_days)
+                            .alias("i")).group_by("i").len())
+    return (pl.DataFrame({"period": periods}).with_row_index("i")
+            .with_columns(pl.col("i").cast(pl.Int64))
+            .join(counts.with_columns(pl.col("i").cast(pl.Int64)), on="i", how="left")
+            .select("period", pl.col("len").fill_null(0).alias("rows")))

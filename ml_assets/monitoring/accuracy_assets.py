@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import math
+from collections.abc import Iterator
 
 import dagster as dg
 import polars as pl
@@ -66,13 +67,16 @@ def _forecasts(delta: DeltaStore) -> tuple[pl.DataFrame, int]:
 
 @dg.asset(group_name="monitoring", deps=["batch_forecasts", "prediction_log", "sales"],
           kinds={"delta", "polars"},
+          output_required=False,  # no actual landed yet: nothing measured, not materialized
           description="Realized accuracy on delayed labels: batch forecasts and logged online "
                       "forecasts joined to the actual sales that landed for their days. WAPE and "
                       "bias by day, horizon, store, category, source and model version, and the "
                       "ratio of the last week's WAPE to the backtest WAPE the evaluation report "
                       "expected. Missing, late and pending actuals are counted, never dropped. "
                       f"Each evaluation is kept in `{ACCURACY_TABLE}`.")
-def forecast_accuracy(platform: PlatformSettings, delta: DeltaStore) -> dg.MaterializeResult:
+def forecast_accuracy(context, platform: PlatformSettings,  # noqa: ANN001
+                      delta: DeltaStore) -> Iterator[dg.MaterializeResult]:
+    # `context` unannotated: this module's annotations are strings, which Dagster rejects there
     settings = platform.get()
     forecasts, what_if = _forecasts(delta)
     joined = join_actuals(forecasts, actuals_frame(delta.read("bronze/sales")))
@@ -80,9 +84,9 @@ def forecast_accuracy(platform: PlatformSettings, delta: DeltaStore) -> dg.Mater
     through: dt.date | None = joined.filter(pl.col("status") == "matched").get_column(
         "date").max()
     if through is None:  # every forecast is still ahead of the landed days
-        return dg.MaterializeResult(metadata={
-            "evaluated_through": "none: no forecast has its actual yet",
-            **{f"forecasts_{k}": v for k, v in counts.items()}, "what_if_excluded": what_if})
+        context.log.warning(f"forecast_accuracy computed nothing: no forecast has its actual "
+                            f"yet ({counts}); not materialized")
+        return
     tables = accuracy_tables(joined, settings.dataset.period_days, _categories(delta))
     days = WINDOW_PERIODS * settings.dataset.period_days
     realized, bias, n = window_error(joined, through, days)
@@ -114,7 +118,7 @@ def forecast_accuracy(platform: PlatformSettings, delta: DeltaStore) -> dg.Mater
     version = delta.overwrite(ACCURACY_TABLE, long, predicate=predicate)
 
     by_day = tables["day"].sort("date").tail(14)
-    return dg.MaterializeResult(metadata={
+    yield dg.MaterializeResult(metadata={
         "evaluated_through": str(through),
         "window_days": days,
         "windows": json.dumps(windows[::-1]),

@@ -11,15 +11,15 @@ later) and the champion's prediction on both sides.
 
 import datetime as dt
 import json
+from collections.abc import Iterator
 
 import dagster as dg
 import polars as pl
 
-from ml_assets.evaluation.plots import markdown_images
 from ml_assets.features.assets import FEATURES_TABLE, feature_spec
 from ml_assets.features.recent import with_recent
 from ml_assets.features.transforms import SERIES, FeatureSpec
-from ml_assets.metadata import markdown_table
+from ml_assets.metadata import markdown_images, markdown_table
 from ml_assets.monitoring.drift import (
     DriftThresholds,
     drift_report,
@@ -123,13 +123,16 @@ def build_drift_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDef
         name="feature_drift", group_name="monitoring", partitions_def=partitions,
         deps=["features", "champion"], backfill_policy=dg.BackfillPolicy.single_run(),
         kinds={"delta", "polars"},
+        # nothing to compare (no feature rows in the windows yet): no materialization, so the
+        # partitions stay unmaterialized instead of green with a note
+        output_required=False,
         description="Drift of each day's window of features (plus the target and the "
                     "champion's prediction) against a seasonality-aware reference: the same "
                     "weeks last year where history allows, else the weeks before, weekday-"
                     "matched. PSI, KS and normalized Wasserstein per numeric feature, Jensen-"
                     f"Shannon per categorical one. Delta table `{DRIFT_TABLE}`, by window end.")
     def feature_drift(context: dg.AssetExecutionContext, platform: PlatformSettings,
-                      delta: DeltaStore) -> dg.MaterializeResult:
+                      delta: DeltaStore) -> Iterator[dg.MaterializeResult]:
         settings = platform.get()
         spec = feature_spec(settings.dataset)
         start, end = window_dates(context)
@@ -143,8 +146,9 @@ def build_drift_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDef
         thresholds = DriftThresholds(**dict(policy.statistics), share=policy.drift_share)
         new = drift_windows(delta, days, spec, earliest, model, thresholds)
         if new.is_empty():
-            return dg.MaterializeResult(metadata={"windows": "[]",
-                                                  "note": "no feature rows in these windows"})
+            context.log.warning(f"feature_drift computed nothing: no feature rows from "
+                                f"{earliest} on in {days[0]} .. {days[-1]}; not materialized")
+            return
         ends = ", ".join(f"'{d}'" for d in new.get_column("window_end").unique().to_list())
         predicate = f"window_end IN ({ends})" if delta.exists(DRIFT_TABLE) else None
         version = delta.overwrite(DRIFT_TABLE, new, predicate=predicate,
@@ -155,7 +159,7 @@ def build_drift_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDef
         ).collect()
         latest = new.filter(pl.col("window_end") == pl.col("window_end").max())
         top = latest.filter("drifted").sort("score", descending=True).head(10)
-        return dg.MaterializeResult(metadata={
+        yield dg.MaterializeResult(metadata={
             "window_end": str(latest["window_end"][0]),
             "drift_share": round(float(latest["drift_share"][0]), 4),
             "alarm": bool(latest["alarm"][0]),

@@ -9,10 +9,9 @@ import json
 from pathlib import Path
 
 from ml_assets.simulation.world import Scenario, World, WorldConfig, check_scenario
-from resources.settings import Settings
+from resources.settings import WORLD_FILE, Settings
 
 SCENARIOS_FILE = "scenarios.json"
-WORLD_FILE = "world.json"
 
 
 def world_start(settings: Settings) -> dt.date:
@@ -73,14 +72,15 @@ def land(settings: Settings, until: dt.date | None = None, days: int | None = No
         end = until + dt.timedelta(days=1)
     else:
         end = start + dt.timedelta(days=sim.history_days)
-    end = min(end, settings.today)  # never land the future
+    if settings.clock != "world":
+        end = min(end, settings.today)  # a wall or pinned clock: never land its future
     if scenario is not None:
         add_scenario(settings, scenario[0], first, scenario[1])
     if end <= first:
         return []
-    world = world_for(settings)
+    written = world_for(settings).write_landing(settings.landing_dir, first, end)
+    # The world's clock moves with what has landed: partitions, freshness and serving follow it.
     anchor = settings.landing_dir / WORLD_FILE
-    if not anchor.exists():
-        anchor.parent.mkdir(parents=True, exist_ok=True)
-        anchor.write_text(json.dumps({"start": start.isoformat()}))
-    return world.write_landing(settings.landing_dir, first, end)
+    anchor.parent.mkdir(parents=True, exist_ok=True)
+    anchor.write_text(json.dumps({"start": start.isoformat(), "today": end.isoformat()}))
+    return written

@@ -30,10 +30,10 @@ from ml_assets.training.registry import registry_client
 from resources.delta import DeltaStore
 from resources.platform import PlatformSettings
 from resources.settings import Settings
-from resources.tracking import REGISTERED_MODEL
+from resources.tracking import REGISTERED_MODEL, tag_values
+from resources.tracking import run_trigger as trigger_of
 
 TRAINING_TABLE = "gold/training_set"
-TRIGGER_TAG = "retail_ml/trigger"
 # Run tags a sensor sets that travel to the model version: why it was retrained, on what
 TRAIL_TAGS = {"trigger_reason": "retail_ml/trigger_reason",
               "trigger_evidence": "retail_ml/evidence",
@@ -41,14 +41,8 @@ TRAIL_TAGS = {"trigger_reason": "retail_ml/trigger_reason",
 
 
 def run_trigger(context: dg.AssetExecutionContext) -> str:
-    """Why this run happened: an explicit trigger tag, else the schedule or sensor behind it."""
-    tags = context.run.tags
-    if TRIGGER_TAG in tags:
-        return tags[TRIGGER_TAG]
-    for kind in ("schedule", "sensor"):
-        if f"dagster/{kind}_name" in tags:
-            return f"{kind}:{tags[f'dagster/{kind}_name']}"
-    return "manual"
+    """Why this run happened: an explicit trigger tag, else the schedule, sensor or job."""
+    return trigger_of(context.run)
 
 
 def code_version() -> str:
@@ -178,8 +172,8 @@ def demand_model(context: dg.AssetExecutionContext, config: TrainingConfig
                          "n_features": len(columns.all)})
     tracking.log_metrics({f"valid_wape_{name}": score
                           for name, score in result.valid_wape.items()})
-    tracking.set_tags({**{k: str(v) for k, v in lineage.items()}, **trail,
-                       "dagster_run_id": context.run.run_id})
+    tracking.set_tags({**lineage, **trail, "dagster_run_id": context.run.run_id})
+    tracking.name_run("demand_model", settings.today)
     tracking.log_dict({"numeric": columns.numeric, "categorical": columns.categorical,
                        "category_levels": levels}, "features.json")
     # Registered where this run tracks (dagster-mlflow sets only the tracking URI).
@@ -200,8 +194,8 @@ def demand_model(context: dg.AssetExecutionContext, config: TrainingConfig
               "rounds": result.best_iteration + 1,
               "train_end": str(train.get_column("date").max()),
               "valid_end": str(valid.get_column("date").max())}
-    for key, value in {**lineage, **recipe, **trail}.items():
-        client.set_model_version_tag(REGISTERED_MODEL, version, key, str(value))
+    for key, value in tag_values({**lineage, **recipe, **trail}).items():
+        client.set_model_version_tag(REGISTERED_MODEL, version, key, value)
     run = mlflow.active_run()
     return dg.MaterializeResult(metadata={
         "mlflow_run_id": run.info.run_id if run else None,

@@ -26,7 +26,7 @@ from mlflow.exceptions import MlflowException
 from ml_assets.evaluation.intervals import Calibration, no_calibration
 from ml_assets.training.dataset import Columns, to_matrix
 from ml_assets.training.model import predict
-from resources.tracking import REGISTERED_MODEL
+from resources.tracking import REGISTERED_MODEL, tag_value, tag_values
 
 BASELINE_KIND = "baseline"
 # per version: a baseline registered by the evaluation shares the challenger's run
@@ -158,7 +158,7 @@ def save_intervals(tracking_uri: str, version: str, run_id: str, document: dict)
     client.log_dict(run_id, document, artifact)
     client.set_model_version_tag(REGISTERED_MODEL, version, INTERVALS_TAG, artifact)
     client.set_model_version_tag(REGISTERED_MODEL, version, "interval_level",
-                                 str(document["level"]))
+                                 tag_value(document["level"]))
 
 
 def load_alias(tracking_uri: str, alias: str) -> RegisteredModel | None:
@@ -168,12 +168,12 @@ def load_alias(tracking_uri: str, alias: str) -> RegisteredModel | None:
 
 
 def register_baseline(tracking_uri: str, run_id: str, artifact_uri: str, column: str,
-                      tags: dict[str, str]) -> str:
+                      tags: dict[str, object]) -> str:
     """Registers a baseline as a new version: its artifact is a JSON file naming the column it
     forecasts with (`baseline/baseline.json`, logged in the run by the caller), never a pickle.
-    Returns the version."""
+    Returns the version. Its tags go through `tag_value` (floats rounded)."""
     client = registry_client(tracking_uri)
     mv = client.create_model_version(
         REGISTERED_MODEL, source=f"{artifact_uri.rstrip('/')}/baseline", run_id=run_id,
-        tags={"model_kind": BASELINE_KIND, "baseline_column": column, **tags})
+        tags=tag_values({"model_kind": BASELINE_KIND, "baseline_column": column, **tags}))
     return str(mv.version)

@@ -176,11 +176,15 @@ def test_client_mistakes_get_4xx_with_a_message(served: dict, case: str) -> None
     assert resp.status_code == status, resp.text
     assert resp.headers["content-type"] == "application/json"
     data = resp.json()
-    assert set(data) <= {"error", "detail"}, data  # one object, never BentoML's list wrapping
+    # one object as the spec says, never BentoML's list wrapping: a message and its fields
+    assert set(data) == {"error", "detail"}, data
     assert message in data["error"]
     assert "Traceback" not in resp.text
-    if fields is not None:
-        assert [e["field"] for e in data["detail"]] == fields
+    assert all(set(e) == {"field", "message", "type"} for e in data["detail"]), data
+    if fields is None:  # the field the message starts with, else the body as a whole
+        head = data["error"].split(": ", 1)[0]
+        fields = [head if re.fullmatch(r"[\w.]+", head) else "body"]
+    assert [e["field"] for e in data["detail"]] == fields
 
 
 def test_client_errors_are_raised_by_the_bentoml_client_with_their_status(served: dict) -> None:
@@ -200,9 +204,9 @@ def test_client_mistakes_are_logged_as_one_line_without_a_traceback(served: dict
     time.sleep(0.5)  # the server's log handler writes asynchronously
     log = served["log"].read_text()
     assert "Traceback" not in log
-    assert re.search(r"\[INFO\] .*Exception on /forecast \[POST\]: NotFound 404: item_id: "
+    assert re.search(r"\[INFO\] .*Client error on /forecast \[POST\]: NotFound 404: item_id: "
                      r"unknown item 'log-me'", log), log[-3000:]
-    assert re.search(r"\[INFO\] .*Exception on /forecast_batch \[POST\]: 1 validation "
+    assert re.search(r"\[INFO\] .*Client error on /forecast_batch \[POST\]: 1 validation "
                      r"error\(s\), first requests.3.date: Input should be", log), log[-3000:]
 
 
@@ -217,7 +221,7 @@ def test_odd_bodies_never_get_a_server_error(served: dict, content_type: str, bo
         resp = requests.post(f"{served['url']}{route}", data=body, timeout=30,
                              headers={"Content-Type": content_type})
         assert resp.status_code == status, (route, resp.text)
-        assert "error" in resp.json() and "Traceback" not in resp.text
+        assert set(resp.json()) == {"error", "detail"} and "Traceback" not in resp.text
 
 
 def test_model_endpoint_reports_versions_metrics_and_snapshot(served: dict) -> None:
@@ -238,7 +242,15 @@ def test_model_endpoint_reports_versions_metrics_and_snapshot(served: dict) -> N
         "first_date": (origin + dt.timedelta(days=1)).isoformat(),
         "last_date": (origin + dt.timedelta(days=served["spec"].horizon)).isoformat(),
         "period_days": 1, "series": snapshot.select("store_id", "item_id").n_unique(),
-        "rows": snapshot.height}
+        "rows": snapshot.height, "sample_series": info["features"]["sample_series"],
+        "example_request": info["features"]["example_request"]}
+    # the sample series and the example request are served, the example on the second day
+    example = info["features"]["example_request"]
+    assert example["date"] == (origin + dt.timedelta(days=2)).isoformat()
+    assert requests.post(f"{served['url']}/forecast", json=example, timeout=30).status_code == 200
+    for pair in info["features"]["sample_series"]:
+        assert requests.post(f"{served['url']}/forecast", timeout=30, json={
+            **pair, "date": example["date"]}).status_code == 200
     assert info["intervals"] == {
         "level": 0.8, "coverage": {}, "measured": None, "missing": None,
         "method": served["intervals"].method}
@@ -302,6 +314,16 @@ def test_openapi_documents_every_endpoint_with_its_schemas_and_errors(served: di
         assert statuses <= set(op["responses"]), op["responses"].keys()
         assert all(set(json_schema(op["responses"][s])["properties"]) == {"error", "detail"}
                    for s in statuses)
+
+
+def test_swagger_try_it_out_default_examples_are_served(served: dict) -> None:
+    """What "Try it out" sends: the spec's example body for each POST route."""
+    spec = requests.get(f"{served['url']}/docs.json", timeout=30).json()
+    for route in ("/forecast", "/forecast_batch"):
+        example = spec["paths"][route]["post"]["requestBody"]["content"]["application/json"][
+            "example"]
+        resp = requests.post(f"{served['url']}{route}", json=example, timeout=30)
+        assert resp.status_code == 200, (route, resp.text)
 
 
 def test_docs_leads_to_swagger_on_the_real_spec(served: dict) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+import html
 import os
 import subprocess
 import sys
@@ -126,12 +127,34 @@ def test_report_has_every_scope_and_the_plots(story) -> None:
     assert metrics.null_count().sum_horizontal().item() == 0
     assert not any(metrics.select(pl.all().is_nan().any()).row(0))
     (mat,) = first.asset_materializations_for_node("model_evaluation")
-    encoded = mat.metadata["plots"].value.split("data:image/png;base64,")[1].split(")")[0]
+    # the report: one page per version under RETAIL_ML_HOME, linked from the materialization
+    report = Path(mat.metadata["report"].value)
+    assert report == (world.settings.home / "reports" / "model_evaluation" / "v1.html").resolve()
+    assert mat.metadata["report_url"].value == report.resolve().as_uri()
+    page = report.read_text(encoding="utf-8")
+    for section in ("overall", "horizon_bucket", "store", "category", "intervals", "plots"):
+        assert f'<h2 id="{section}">' in page
+    assert html.escape(mat.metadata["gate"].value, quote=False) in page  # the gate, in full
+    encoded = page.split("data:image/png;base64,")[1].split('"')[0]
     assert base64.b64decode(encoded).startswith(b"\x89PNG")
     run_id = client.get_model_version(REGISTERED_MODEL, "1").run_id
     artifacts = {Path(a.path).name for a in client.list_artifacts(run_id, "evaluation")}
-    assert {"forecast_vs_actual.png", "error_by_horizon.png",
-            "feature_importance.png"} <= artifacts
+    assert {"forecast_vs_actual.png", "error_by_horizon.png", "feature_importance.png",
+            "report.html"} <= artifacts
+    # every backtest metric, overall and by horizon bucket, for every forecaster scored
+    logged = client.get_run(run_id).data.metrics
+    for forecaster in ("challenger", "seasonal_naive", "moving_average_28", "oracle",
+                       "origin_oracle"):
+        for metric in ("wape", "mae", "rmse", "bias", "mase", "rmspe"):
+            for bucket in ("", "_h1-7", "_h8-14", "_h15-28"):
+                assert f"backtest_{metric}_{forecaster}{bucket}" in logged
+    assert logged["backtest_wape_challenger"] == pytest.approx(mat.metadata[
+        "wape_challenger"].value, abs=1e-4)
+    # the backtest, the long step, says where it is: one line per origin
+    progress = [e.user_message for e in world.instance.all_logs(first.run_id)
+                if e.user_message.startswith("progress: ")]
+    assert [m.split(" (")[0] for m in progress] == [
+        f"progress: backtest origin {i}/3" for i in (1, 2, 3)]
 
 
 def test_report_reads_the_challenger_against_the_simulated_oracle(story) -> None:
@@ -144,7 +167,7 @@ def test_report_reads_the_challenger_against_the_simulated_oracle(story) -> None
     assert meta["wape_oracle"] < meta["wape_challenger"]
     assert set(meta["wape_ratio_challenger_oracle_by_horizon_bucket"]) == {"1-7", "8-14",
                                                                           "15-28"}
-    assert "| oracle |" in meta["metrics_horizon_bucket"]
+    assert "| oracle |" in meta["metrics_overall"]
     # the oracle as of the origin knows less (this world's popularity does not wander, so it
     # knows as much here)
     assert meta["wape_oracle"] <= meta["wape_origin_oracle"] < meta["wape_challenger"]
@@ -161,7 +184,8 @@ def test_every_evaluated_version_carries_its_interval_calibration(story) -> None
     assert set(meta["interval_coverage"]) == {"1-7", "8-14", "15-28", "all"}
     # 24 series: a held-out origin's coverage is noisy, but near the level
     assert 0.65 <= meta["interval_coverage"]["all"] <= 0.95
-    assert "| 1-7 |" in meta["metrics_intervals"]
+    intervals = Path(meta["report"]).read_text(encoding="utf-8").split('id="intervals"')[1]
+    assert '<td class="k">1-7</td>' in intervals.split("<h2")[0]
     models = {v: load_version(world.settings.mlflow_tracking_uri, v) for v in ("1", "2")}
     for model in models.values():  # the blocked challenger's too
         assert model.intervals is not None and model.intervals.level == 0.8

@@ -18,6 +18,8 @@ from ml_assets.evaluation.metrics import (
     mae,
     mase,
     metric_table,
+    mlflow_metrics,
+    mlflow_name,
     rmse,
     rmspe_nonzero,
     wape,
@@ -222,3 +224,46 @@ def test_horizon_buckets(period_days: int, expected: list[str | None]) -> None:
 def test_horizon_bucket_rejects_other_periods() -> None:
     with pytest.raises(ValueError, match="period_days"):
         horizon_bucket(pl.col("h"), 3)
+
+
+def test_mlflow_names_spell_out_plus_and_drop_what_mlflow_refuses() -> None:
+    assert mlflow_name("backtest_wape_challenger_h29+") == "backtest_wape_challenger_h29plus"
+    assert mlflow_name("wape_h1-7") == "wape_h1-7"
+    assert mlflow_name("a(b)=c,d") == "a_b__c_d"
+
+
+def test_mlflow_metrics_every_metric_overall_and_by_bucket_logged_by_mlflow(tmp_path) -> None:
+    """Every score of every forecaster, overall and per bucket, is a name MLflow accepts: the
+    names go through a real MLflow tracking store (sqlite) and come back with their values."""
+    mlflow = pytest.importorskip("mlflow")
+    rng = np.random.default_rng(1)
+    frame = pl.DataFrame({"h": rng.integers(1, 35, 300), "units_sold": rng.poisson(5, 300)
+                          .astype(float), "model": rng.poisson(5, 300).astype(float),
+                          "seasonal_naive": rng.poisson(5, 300).astype(float)}
+                         ).with_columns(horizon_bucket=horizon_bucket(pl.col("h"), 1))
+    forecasts = ["model", "seasonal_naive"]
+    overall = metric_table(frame, forecasts=forecasts, mase_scale=2.0)
+    by_bucket = metric_table(frame, forecasts=forecasts, by=["horizon_bucket"], mase_scale=2.0)
+    metrics = mlflow_metrics(overall, by_bucket)
+    scores = ["wape", "mae", "rmse", "bias", "mase", "rmspe"]
+    buckets = ["1-7", "8-14", "15-28", "29plus"]
+    assert set(metrics) == {f"backtest_{m}_{f}{b}" for m in scores for f in forecasts
+                            for b in ["", *(f"_h{x}" for x in buckets)]}
+    assert metrics["backtest_wape_model"] == overall.row(0, named=True)["wape"]
+    assert metrics["backtest_rmse_seasonal_naive_h29plus"] == by_bucket.filter(
+        (pl.col("forecaster") == "seasonal_naive") & (pl.col("horizon_bucket") == "29+")
+    ).item(0, "rmse")
+
+    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
+    experiment = client.create_experiment("names", artifact_location=str(tmp_path / "art"))
+    run = client.create_run(experiment)
+    client.log_batch(run.info.run_id, metrics=[
+        mlflow.entities.Metric(k, v, 0, 0) for k, v in metrics.items()])
+    assert client.get_run(run.info.run_id).data.metrics == pytest.approx(metrics)
+
+
+def test_mlflow_metrics_keep_undefined_values_as_nan() -> None:
+    frame = pl.DataFrame({"units_sold": [0.0, 0.0], "model": [1.0, 2.0]})
+    metrics = mlflow_metrics(metric_table(frame, forecasts=["model"]))
+    assert math.isnan(metrics["backtest_wape_model"]) and metrics["backtest_mae_model"] == 1.5
+    assert "backtest_n_model" not in metrics  # a row count is not a score

@@ -3,22 +3,23 @@ on degenerate inputs, and representative_series picks the intended series."""
 
 from __future__ import annotations
 
-import base64
 import datetime as dt
 import io
-import re
 
 import matplotlib.pyplot as plt
 import numpy as np
 import polars as pl
 import pytest
+from matplotlib.dates import date2num
 from PIL import Image
 
 from ml_assets.evaluation.plots import (
     error_by_horizon_png,
     feature_importance_png,
+    forecast_vs_actual_figure,
     forecast_vs_actual_png,
-    markdown_images,
+    period_unit,
+    report_images,
     representative_series,
 )
 
@@ -135,13 +136,40 @@ def test_feature_importance_from_xgboost():
     _decode(feature_importance_png(booster.get_score(importance_type="gain")))
 
 
-def test_markdown_images_embeds_decodable_pngs():
-    images = {"Error by horizon": error_by_horizon_png(FRAME, FORECASTERS, 1),
-              "Feature importance": feature_importance_png({"lag_7": 2.0})}
-    md = markdown_images(images)
-    for title in images:
-        assert f"### {title}" in md
-    found = re.findall(r"!\[([^\]]*)\]\(data:image/png;base64,([A-Za-z0-9+/=]+)\)", md)
-    assert [alt for alt, _ in found] == list(images)
-    assert [base64.b64decode(data) for _, data in found] == list(images.values())
-    assert markdown_images({}) == ""
+def _origin_lines(ax) -> list[float]:
+    """The x positions (matplotlib date numbers) of the dashed vertical lines on `ax`."""
+    return sorted(float(date2num(line.get_xdata()[0])) for line in ax.get_lines()
+                  if len(set(line.get_xdata())) == 1 and line.get_linestyle() == "--")
+
+
+def test_forecast_vs_actual_marks_each_origin_and_labels_the_axes():
+    frame = _frame({("S1", "I0"): 20.0, ("S1", "I1"): 5.0}, origins=3)
+    fig = forecast_vs_actual_figure(frame, ["challenger"], [("S1", "I0"), ("S1", "I1")])
+    origins = [date2num(START + dt.timedelta(days=7 * o)) for o in range(3)]
+    panels = [ax for ax in fig.axes if ax.get_visible()]
+    assert len(panels) == 2
+    for ax in panels:  # every panel marks every origin, at the origin's date
+        assert _origin_lines(ax) == pytest.approx(origins)
+        assert ax.get_ylabel() == "units sold per day"
+        assert ax.get_xlabel() == "date"
+    legend = [t.get_text() for t in fig.legends[0].get_texts()]
+    assert legend == ["actual", "challenger", "backtest origin"]
+    # no origin column: nothing to mark, and no legend entry that marks nothing
+    bare = forecast_vs_actual_figure(frame.drop("origin"), ["challenger"], [("S1", "I0")])
+    assert _origin_lines(bare.axes[0]) == []
+    assert "backtest origin" not in [t.get_text() for t in bare.legends[0].get_texts()]
+
+
+def test_forecast_vs_actual_axis_units_follow_the_period():
+    assert (period_unit(1), period_unit(7), period_unit(14)) == ("day", "week", "14-day period")
+    weekly = forecast_vs_actual_figure(FRAME, ["challenger"], [("S1", "I0")], period_days=7)
+    assert weekly.axes[0].get_ylabel() == "units sold per week"
+    _decode(forecast_vs_actual_png(FRAME, ["challenger"], [("S1", "I0")], period_days=7))
+
+
+def test_report_images_are_the_three_plots():
+    images = report_images(FRAME, FORECASTERS, 1, {"lag_7": 2.0})
+    assert list(images) == ["forecast_vs_actual", "error_by_horizon", "feature_importance"]
+    for png in images.values():
+        _decode(png)
+    _decode(report_images(FRAME, FORECASTERS, 1, {})["feature_importance"])  # a baseline

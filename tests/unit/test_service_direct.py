@@ -203,6 +203,12 @@ def test_model_info_reports_versions_metrics_and_snapshot(world: SimpleNamespace
     assert info.pop("loaded_at").tzinfo is not None
     assert info.pop("reload") == {"interval_seconds": 5.0, "swaps": 0, "failures": 0,
                                   "last_error": None}
+    samples = {k: info["features"].pop(k) for k in ("sample_series", "example_request")}
+    example = samples["example_request"]
+    assert example["date"] == ORIGIN + dt.timedelta(days=2)
+    assert {"store_id": example["store_id"], "item_id": example["item_id"]} in samples[
+        "sample_series"] and len(samples["sample_series"]) == 5
+    assert asyncio.run(world.svc.forecast(**example)).units >= 0  # servable as it is
     assert info == {
         "model_version": "7", "model_tag": world.model_tag, "mlflow_run_id": "run-1",
         "metrics": {"backtest_wape": 0.41},
