@@ -39,8 +39,8 @@ def simulate(args: argparse.Namespace) -> int:
                                        else yesterday)
     written = land(settings, until=until, days=args.days, scenario=args.scenario)
     if not written:
-        print(f"nothing to land: the world has landed up to {yesterday} (its clock says "
-              f"{settings.today}); `--days N` moves it forward")
+        print(f"nothing to land: the landing zone is up to date (the world has landed up to "
+              f"{yesterday}, its clock says {settings.today}); `--days N` moves it forward")
         return 0
     print(f"landed {len(written)} day file(s): {written[0].name} .. {written[-1].name} "
           f"in {written[0].parent}")

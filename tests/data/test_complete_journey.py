@@ -168,7 +168,7 @@ def test_an_extract_runs_through_ingest_features_training_and_the_backtest(
     ingest = _run(env, "ingest_job", instance)
     assert ingest.success
     assert {e.check_name: e.passed for e in ingest.get_asset_check_evaluations()} == {
-        "quarantine_share": True, "freshness": True}
+        "quarantine_share": True, "freshness": True, "landed": True}
     delta = DeltaStore(root=str(load_settings(env).delta_root))
     assert delta.read("bronze/sales").height == daily.sales.height
     assert not delta.exists("bronze/sales_quarantine") or delta.read(

@@ -414,7 +414,7 @@ def test_messy_delivery_through_dagster_loses_and_duplicates_nothing(tmp_path: P
     platform = Platform(tmp_path)
     result = platform.run()
     assert result.success, _failure_message(result)
-    assert _checks(result) == {"quarantine_share": True, "freshness": True}
+    assert _checks(result) == {"quarantine_share": True, "freshness": True, "landed": True}
 
     bronze, quarantine = platform.tables()
     # every row of the files is in bronze or in quarantine, exactly once

@@ -135,7 +135,7 @@ def test_store_daily_example_ingests_rossmann_shaped_files(tmp_path: Path) -> No
     assert ingest.success
     # partitions: from the earliest date in the file to the YAML's end_date, one per day
     assert keys == [d.isoformat() for d in _days(ROSSMANN_START, ROSSMANN_END)]
-    assert _checks(ingest) == {"quarantine_share": True, "freshness": True}
+    assert _checks(ingest) == {"quarantine_share": True, "freshness": True, "landed": True}
     bronze = delta.read("bronze/sales")
     assert bronze.height == counts["rows"]
     assert delta.read("bronze/sales_quarantine").height == 0
@@ -233,7 +233,7 @@ def test_dept_weekly_example_ingests_walmart_shaped_files(tmp_path: Path) -> Non
     ingest, delta, keys = _run(tmp_path, "dept_weekly.yaml", "ingest_job", instance,
                                "2012-11-10")
     assert ingest.success
-    assert _checks(ingest) == {"quarantine_share": True, "freshness": True}
+    assert _checks(ingest) == {"quarantine_share": True, "freshness": True, "landed": True}
     # weekly partitions on the data's Fridays, from its first week to the YAML's end_date
     assert keys == [d.isoformat() for d in _days(WALMART_START, WALMART_END, 7)]
 

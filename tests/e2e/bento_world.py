@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import datetime as dt
 import os
-import signal
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -38,7 +37,7 @@ from ml_assets.training.dataset import (
 )
 from ml_assets.training.model import fit, predict
 from tests.conftest import featured_world
-from tests.e2e.servers import free_port
+from tests.e2e.servers import free_port, stop
 
 
 @dataclass
@@ -122,10 +121,5 @@ def bento_server(bento_tag: str, env: dict[str, str], cwd: Path,
     try:
         yield f"http://127.0.0.1:{port}", proc
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)  # the server runs its workers as child processes
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+        stop(proc, timeout=30)
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -32,7 +31,7 @@ from ml_assets.definitions import build_definitions
 from ml_assets.simulation.landing import land
 from resources.settings import load_settings
 from tests.conftest import small_world_env
-from tests.e2e.servers import free_port, wait_for_bento
+from tests.e2e.servers import free_port, stop, wait_for_bento
 
 ROOT = Path(__file__).resolve().parents[2]
 RUN_TIMEOUT = 600  # seconds for full_pipeline on the small world (2 cores)
@@ -69,17 +68,6 @@ def post_graphql(url: str, query: str, **variables: object) -> dict:
                          timeout=60).json()
     assert "errors" not in body, body["errors"]
     return body["data"]
-
-
-def stop(proc: subprocess.Popen) -> None:
-    """Stops a server started in its own session, with the workers it runs as children."""
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(proc.pid, signal.SIGTERM)
-    try:
-        proc.wait(timeout=60)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
 
 
 def _wait_for_code_location(url: str, proc: subprocess.Popen, log: Path,

@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import os
 import re
-import signal
 import subprocess
 import time
 from collections.abc import Callable, Iterator
@@ -24,7 +23,7 @@ import pytest
 import requests
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
-from tests.e2e.servers import free_port
+from tests.e2e.servers import free_port, stop
 
 # webserver, graphql, full_pipeline_run, forecaster
 pytest_plugins = ["tests.e2e.dagster_world"]
@@ -102,12 +101,7 @@ def mlflow_ui(webserver: dict, full_pipeline_run: str) -> Iterator[dict]:
         printed = re.search(r"MLflow UI: (\S+)", log.read_text())
         yield {"url": url, "link": printed.group(1) if printed else None, "log": log}
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+        stop(proc, timeout=60)
 
 
 def test_dagster_asset_graph_shows_the_lineage(webserver: dict, full_pipeline_run: str,

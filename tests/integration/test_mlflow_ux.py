@@ -7,7 +7,6 @@ from __future__ import annotations
 import contextlib
 import os
 import re
-import signal
 import subprocess
 import time
 from pathlib import Path
@@ -22,7 +21,7 @@ import requests
 from ml_assets.training.registry import registry_client
 from resources.tracking import EXPERIMENT_KIND, REGISTERED_MODEL, ensure_experiment, tag_value
 from tests.conftest import TODAY, featured_world
-from tests.e2e.servers import free_port
+from tests.e2e.servers import free_port, stop
 
 ROOT = Path(__file__).resolve().parents[2]
 DECIMAL = re.compile(r"-?(\d+)\.(\d+)(?:[eE][-+]?\d+)?")
@@ -144,9 +143,4 @@ def test_make_mlflow_starts_only_the_ui(tmp_path: Path) -> None:
         assert (f"{url}/#/experiments/{experiment}?workflowType=machine_learning"
                 in log.read_text())
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+        stop(proc, timeout=60)
