@@ -125,7 +125,8 @@ def test_a_day_without_a_landed_file_is_not_green(webserver: dict, graphql: Call
     counts = {o["partition"]: {e["label"]: e.get("intValue", e.get("floatValue"))
                                for e in o["metadataEntries"]}.get("row_count")
               for o in node["assetObservations"]}
-    assert counts == {missing: 0}, node["assetObservations"]  # the neighbour held rows
+    # the neighbour held rows (a run over a long range observes only the days without any)
+    assert counts.get(missing) == 0 and counts.get(neighbour, 1) > 0, node["assetObservations"]
     # no partition after the last landed day: the last one holds data
     (dimension,) = node["partitionKeysByDimension"]
     landed_days = sorted(p.stem.removeprefix("sales_")

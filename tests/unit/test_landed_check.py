@@ -38,3 +38,21 @@ def test_a_day_without_a_file_fails_landed_naming_it(tmp_path: Path) -> None:
         (sales,) = result.asset_materializations_for_node("sales")[-1:]
         assert sales.metadata["partitions_without_rows"].value == 1
         assert sales.metadata["rows_per_partition_min"].value == 0
+
+
+def test_a_short_range_observes_each_partitions_own_row_count(tmp_path: Path) -> None:
+    env = small_world_env(tmp_path / "home")
+    settings = load_settings(env)
+    land(settings)
+    defs = build_definitions(settings, env["RETAIL_ML_DATASET"])
+    keys = defs.resolve_job_def("ingest_job").partitions_def.get_partition_keys()[-5:]
+    with dg.DagsterInstance.ephemeral() as instance:
+        result = defs.resolve_job_def("ingest_job").execute_in_process(
+            instance=instance, tags={"dagster/asset_partition_range_start": keys[0],
+                                     "dagster/asset_partition_range_end": keys[-1]})
+    landed = {p.stem.removeprefix("sales_"): sum(1 for _ in p.open()) - 1
+              for p in (settings.landing_dir / "sales").glob("sales_*.csv")}
+    observed = {o.partition: o.metadata["row_count"].value for o in (
+        e.asset_observation_data.asset_observation for e in result.all_events
+        if e.is_asset_observation)}
+    assert observed == {k: landed[k] for k in keys} and min(observed.values()) > 0
