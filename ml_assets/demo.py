@@ -16,7 +16,8 @@ from resources.settings import Settings
 JOB = "full_pipeline"
 GATE = "promotion_gate"  # ml_assets.evaluation.assets.GATE (importing it costs MLflow's import)
 PROGRESS = "progress: "  # the prefix of the log lines the long steps report progress with
-UI = "http://127.0.0.1:3000"
+UI = "http://127.0.0.1:3000"  # `make dev`'s default
+BENTO = "http://127.0.0.1:3001"  # `make serve`'s default
 RUN = "(run)"  # Outcome.failures' key for a failure outside any step
 
 
@@ -228,7 +229,7 @@ def next_commands(failed: bool, built: bool, bento_exists: bool, simulated: bool
     look = "the failed run's steps and logs" if failed else "lineage, report, gate"
     lines = ["next:", f"  make dev     Dagster UI on {UI} ({look})"]
     if bento_exists:
-        lines.append("  make serve   the Bento on http://127.0.0.1:3001 (POST /forecast)"
+        lines.append(f"  make serve   the Bento on {BENTO} (POST /forecast)"
                      + ("" if built else ", as built by an earlier run"))
     else:
         lines.append("  (nothing to serve: no champion has a Bento yet"

@@ -31,16 +31,21 @@ def stop(proc: subprocess.Popen, timeout: float = 60) -> None:
         proc.wait()
 
 
-def wait_for_bento(url: str, proc: subprocess.Popen, log: Path, timeout: float = 180) -> None:
-    """Until `bentoml serve` answers /readyz; fails with its log if it exits or times out."""
+def wait_for_http(url: str, proc: subprocess.Popen, log: Path, what: str,
+                  timeout: float = 180) -> None:
+    """Until `url` answers 200; fails with the server's log if it exits or times out."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            pytest.fail(f"bentoml serve exited with {proc.returncode}:\n{log.read_text()[-4000:]}")
+            pytest.fail(f"{what} exited with {proc.returncode}:\n{log.read_text()[-4000:]}")
         try:
-            if requests.get(f"{url}/readyz", timeout=2).status_code == 200:
+            if requests.get(url, timeout=5).status_code == 200:
                 return
         except requests.RequestException:  # not listening yet, or busy starting its worker
             pass
         time.sleep(1)
-    pytest.fail(f"bentoml serve not ready within {timeout} s:\n{log.read_text()[-4000:]}")
+    pytest.fail(f"{what} not ready within {timeout} s:\n{log.read_text()[-4000:]}")
+
+
+def wait_for_bento(url: str, proc: subprocess.Popen, log: Path, timeout: float = 180) -> None:
+    wait_for_http(f"{url}/readyz", proc, log, "bentoml serve", timeout)

@@ -14,7 +14,6 @@ import contextlib
 import os
 import re
 import subprocess
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -23,7 +22,7 @@ import pytest
 import requests
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
-from tests.e2e.servers import free_port, stop
+from tests.e2e.servers import free_port, stop, wait_for_http
 
 # webserver, graphql, full_pipeline_run, forecaster
 pytest_plugins = ["tests.e2e.dagster_world"]
@@ -89,15 +88,7 @@ def mlflow_ui(webserver: dict, full_pipeline_run: str) -> Iterator[dict]:
                             stderr=subprocess.STDOUT, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
     try:
-        for _ in range(180):
-            if proc.poll() is not None:
-                pytest.fail(f"make mlflow exited with {proc.returncode}:\n{log.read_text()}")
-            with contextlib.suppress(requests.RequestException):
-                if requests.get(f"{url}/health", timeout=5).ok:
-                    break
-            time.sleep(1)
-        else:
-            pytest.fail(f"make mlflow did not answer within 180 s:\n{log.read_text()[-3000:]}")
+        wait_for_http(f"{url}/health", proc, log, "make mlflow")
         printed = re.search(r"MLflow UI: (\S+)", log.read_text())
         yield {"url": url, "link": printed.group(1) if printed else None, "log": log}
     finally:

@@ -16,7 +16,7 @@ import dagster as dg
 import pytest
 import yaml
 
-from ml_assets.demo import GATE, Follower, Outcome, summary
+from ml_assets.demo import BENTO, GATE, UI, Follower, Outcome, summary
 from ml_assets.partitions import build_partitions
 from resources.settings import load_settings
 from tests.conftest import small_world_env
@@ -135,8 +135,7 @@ def test_a_gate_that_blocks_the_first_model_says_nothing_can_be_served(demo: dic
     assert "simulate" not in text and "make dev" in text and "where to look" not in text
     text = summary(kept, settings, {}, True, log, 60)
     assert "the promotion gate kept the current champion (v1)" in text
-    assert ("make serve   the Bento on http://127.0.0.1:3001 (POST /forecast), as built by an "
-            "earlier run") in text
+    assert f"make serve   the Bento on {BENTO} (POST /forecast), as built by an earlier run" in text
 
 
 def test_a_real_failure_prints_one_short_error_and_where_to_look(demo: dict,
@@ -152,7 +151,7 @@ def test_a_real_failure_prints_one_short_error_and_where_to_look(demo: dict,
                for line in lines), lines
     text = summary(failed, load_settings(demo["env"]), {}, False, tmp_path / "demo.log", 60)
     assert text.startswith("retail-ml demo: FAILED at features in 60 s"), text
-    assert f"http://127.0.0.1:3000/runs/{failed.run_id}" in text and "`make dev`" in text
+    assert f"{UI}/runs/{failed.run_id}" in text and "`make dev`" in text
     assert str(tmp_path / "demo.log") in text and "make serve" not in text
 
 
@@ -165,7 +164,8 @@ def test_the_readme_curl_copied_as_it_is_gets_a_forecast(demo: dict) -> None:
     with bento_server("demand_forecaster:latest", env, ROOT, demo["home"] / "serve.log") as (
             url, proc):
         wait_for_bento(url, proc, demo["home"] / "serve.log")
-        command = block.replace("http://127.0.0.1:3001", url)
+        # the README's server address, whatever its port, becomes this test's free one
+        command = re.sub(r"http://127\.0\.0\.1:\d+", url, block)
         done = subprocess.run(["bash", "-c", command], capture_output=True, text=True, timeout=60)
     answer = json.loads(done.stdout)
     tomorrow = dt.date.today() + dt.timedelta(days=1)

@@ -4,7 +4,6 @@ only what one person's UI needs. A real instance, MLflow on sqlite, the real Mak
 
 from __future__ import annotations
 
-import contextlib
 import os
 import re
 import subprocess
@@ -21,7 +20,7 @@ import requests
 from ml_assets.training.registry import registry_client
 from resources.tracking import EXPERIMENT_KIND, REGISTERED_MODEL, ensure_experiment, tag_value
 from tests.conftest import TODAY, featured_world
-from tests.e2e.servers import free_port, stop
+from tests.e2e.servers import free_port, stop, wait_for_http
 
 ROOT = Path(__file__).resolve().parents[2]
 DECIMAL = re.compile(r"-?(\d+)\.(\d+)(?:[eE][-+]?\d+)?")
@@ -124,14 +123,7 @@ def test_make_mlflow_starts_only_the_ui(tmp_path: Path) -> None:
                             start_new_session=True)
     url = f"http://127.0.0.1:{port}"
     try:
-        for _ in range(240):
-            assert proc.poll() is None, f"make mlflow exited:\n{log.read_text()[-3000:]}"
-            with contextlib.suppress(requests.RequestException):
-                if requests.get(f"{url}/health", timeout=5).ok:
-                    break
-            time.sleep(1)
-        else:
-            pytest.fail(f"make mlflow did not answer within 240 s:\n{log.read_text()[-3000:]}")
+        wait_for_http(f"{url}/health", proc, log, "make mlflow", timeout=240)
         time.sleep(5)  # MLflow starts its job runner next to the server; give it the time
         tree = [p for p in _tree(proc.pid) if p.name() not in ("make", "bash", "sh")]
         commands = [" ".join(p.cmdline()) for p in tree]
