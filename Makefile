@@ -6,6 +6,9 @@ export DAGSTER_HOME ?= $(RETAIL_ML_HOME)/dagster
 # engine's time on our 2-core VMs (see benchmarks/README.md). Keep them in the process.
 export MALLOC_MMAP_THRESHOLD_ ?= 1073741824
 export MALLOC_TRIM_THRESHOLD_ ?= 4294967296
+# One "planned" event per asset for a run over a partition range, not one per partition
+# (ml_assets/instance.py says why and what it costs).
+export DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_EVENTS ?= true
 export BENTOML_HOME ?= $(RETAIL_ML_HOME)/bentoml
 export BENTOML_DO_NOT_TRACK ?= true
 export MLFLOW_DISABLE_TELEMETRY ?= true

@@ -19,6 +19,7 @@ from typing import Any
 
 from benchmarks import (
     accuracy_bench,
+    dagster_bench,
     drift_bench,
     engines_bench,
     features_bench,
@@ -89,6 +90,9 @@ BENCHMARKS: dict[str, Benchmark] = {
                          "ASGI app, with tuning variants", _serving),
     "drift": Benchmark("drift statistics, 1M x 1M rows x 30 features, vs scipy/pandas per column",
                        lambda small: drift_bench.main(["--quick"] if small else [])),
+    "dagster": Benchmark("Dagster's bookkeeping in one run over every daily partition "
+                         "(942), in memory, sqlite and Postgres",
+                         lambda small: dagster_bench.main(["--quick"] if small else [])),
     "accuracy": Benchmark("backtest accuracy on the same windows: the platform vs mlforecast + "
                           "LightGBM, seasonal naive and the moving average, four datasets",
                           lambda small: accuracy_bench.main(["--quick"] if small else [])),

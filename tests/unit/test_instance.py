@@ -48,3 +48,28 @@ def test_a_users_own_dagster_yaml_is_kept(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setenv("DAGSTER_HOME", str(own))
     assert prepare_dagster_home(load_settings({"RETAIL_ML_HOME": str(tmp_path)})) == own
     assert (own / "dagster.yaml").read_text() == "run_queue:\n  max_concurrent_runs: 7\n"
+
+
+def test_a_ranged_run_records_one_planned_event_per_asset(tmp_path: Path, monkeypatch) -> None:
+    """retail-ml's instance setup asks Dagster for one "planned" event per asset of a run over
+    a partition range; by default it writes one per partition, before the first step runs."""
+    from ml_assets.instance import PLANNED_SUBSET
+
+    monkeypatch.delenv(PLANNED_SUBSET, raising=False)
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "dagster"))
+    prepare_dagster_home(load_settings({"RETAIL_ML_HOME": str(tmp_path)}))
+    days = dg.DailyPartitionsDefinition(start_date="2026-01-01", end_date="2026-03-02")
+
+    @dg.asset(partitions_def=days, backfill_policy=dg.BackfillPolicy.single_run())
+    def daily(context) -> None:  # noqa: ANN001 (a string annotation, which Dagster rejects)
+        context.log.info(f"{len(context.partition_keys)} days")
+
+    keys = days.get_partition_keys()
+    with dg.DagsterInstance.get() as instance:
+        result = dg.materialize([daily], instance=instance, tags={
+            "dagster/asset_partition_range_start": keys[0],
+            "dagster/asset_partition_range_end": keys[-1]})
+        kinds = [e.dagster_event.event_type_value for e in instance.all_logs(result.run_id)
+                 if e.dagster_event is not None]
+    assert kinds.count("ASSET_MATERIALIZATION") == len(keys) == 60
+    assert kinds.count("ASSET_MATERIALIZATION_PLANNED") == 1

@@ -24,7 +24,7 @@ from bentoml._internal.models import ModelStore
 from bentoml.exceptions import BentoMLException, NotFound, UnprocessableEntity
 
 from bentos.demand_forecaster.schemas import ForecastRequest
-from bentos.demand_forecaster.service import MAX_BATCH_ENV, DemandForecaster
+from bentos.demand_forecaster.service import MAX_BATCH_ENV, DemandForecaster, batch_answers
 from bentos.demand_forecaster.state import FEATURES_TABLE
 from ml_assets.deployment.pointer import publish_champion
 from ml_assets.evaluation.intervals import Calibration, bounds, no_calibration
@@ -103,8 +103,8 @@ def _forecast(world: SimpleNamespace, **fields: object) -> dict:
 
 
 def _batch(world: SimpleNamespace, requests: list[dict]) -> list[dict]:
-    answers = asyncio.run(world.svc.forecast_batch(
-        [ForecastRequest.model_validate(r) for r in requests]))
+    answers = batch_answers(asyncio.run(world.svc.forecast_batch(
+        [ForecastRequest.model_validate(r) for r in requests])))
     return [a.model_dump() for a in answers]
 
 
@@ -228,8 +228,8 @@ def test_served_forecasts_are_in_the_prediction_log_after_close(
     rows = world.snapshot.head(3)
     one = _requests(rows)[0]
     single = asyncio.run(svc.forecast(**one)).model_dump()
-    batch = [a.model_dump() for a in asyncio.run(svc.forecast_batch(
-        [ForecastRequest(**r) for r in _requests(rows)[1:]]))]
+    batch = [a.model_dump() for a in batch_answers(asyncio.run(svc.forecast_batch(
+        [ForecastRequest(**r) for r in _requests(rows)[1:]])))]
     svc.close_prediction_log()
     logged, bad = read_log_files([svc.prediction_log.current_path])
     assert bad == [] and logged.get_column("endpoint").to_list() == ["forecast"] + [

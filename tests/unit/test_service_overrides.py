@@ -24,7 +24,7 @@ from bentoml._internal.models import ModelStore
 from bentoml.exceptions import NotFound, UnprocessableEntity
 
 from bentos.demand_forecaster.schemas import ForecastRequest
-from bentos.demand_forecaster.service import MODEL_TAG, DemandForecaster
+from bentos.demand_forecaster.service import MODEL_TAG, DemandForecaster, batch_answers
 from bentos.demand_forecaster.state import FEATURES_TABLE, online_for
 from ml_assets.features.transforms import SERIES, FeatureSpec, build_features
 from ml_assets.forecasting.horizon import horizon_features
@@ -98,8 +98,8 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SimpleNamespace]
 
 
 def _batch(world: SimpleNamespace, requests: list[dict]) -> np.ndarray:
-    answers = asyncio.run(world.svc.forecast_batch(
-        [ForecastRequest.model_validate(r) for r in requests]))
+    answers = batch_answers(asyncio.run(world.svc.forecast_batch(
+        [ForecastRequest.model_validate(r) for r in requests])))
     return np.array([a.units for a in answers])
 
 
