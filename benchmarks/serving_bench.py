@@ -107,6 +107,9 @@ BENTO_VARIANTS = [  # cumulative: each row adds one change to the one before
     Variant("no_prediction_log", "lean_gc_freeze without the prediction log (a feature, not a "
             "tuning: what it costs)", config=LEAN, env={"RETAIL_ML_PREDICTION_LOG": "off"},
             freeze_gc=True, tuning=False),
+    Variant("no_reload", "shipped without hot-swap polling (RETAIL_ML_RELOAD_SECONDS=0: what "
+            "looking for a new champion every 5 s costs)", env={"RETAIL_ML_RELOAD_SECONDS": "0"},
+            tuning=False),
 ]
 # Emulates `gc.freeze()` at the end of the service's __init__ without editing it: the startup
 # heap (modules, the snapshot's row index) leaves the collector's view, so full collections stop

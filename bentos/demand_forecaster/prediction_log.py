@@ -3,9 +3,11 @@
 The request path only puts one tuple on a `queue.SimpleQueue` (the request and response objects
 as they are); one daemon thread builds the records and writes them. That thread wakes on a
 timer and drains what is queued, rather than being woken by every request to trade the GIL
-with the event loop. A drain's records are built column by column, as one polars frame written
-as JSON lines in one call (with the GIL released): a record at a time, with `json.dumps` and a
-uuid4 each, cost the worker a third of its CPU on large batches (benchmarks/results/serving.md).
+with the event loop. A record is one formatted line: its strings encoded once per distinct
+value (a call repeats its versions, and the stores and items repeat), its id the call's uuid4
+and its index in the call. A dict, `json.dumps` and a uuid4 per record cost the worker a third
+of its CPU on large batches; a polars frame per drain was as fast on batches but slowed single
+forecasts, most likely by waking polars' threads on the serving core (benchmarks/README.md).
 
 Files live under `<RETAIL_ML_HOME>/predictions/`, one per UTC hour and process, and a new one
 when a file grows past `max_bytes`:
@@ -23,6 +25,7 @@ from __future__ import annotations
 
 import atexit
 import datetime as dt
+import json
 import logging
 import os
 import queue
@@ -33,17 +36,9 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import IO, Any
 
-import polars as pl
-
 ENABLED_ENV = "RETAIL_ML_PREDICTION_LOG"
 OPEN_SUFFIX = ".open"
 DEFAULT_MAX_BYTES = 64 * 1024 * 1024
-# request fields and response fields copied into every record, with their types in the log
-REQUEST_FIELDS = {"store_id": pl.Utf8, "item_id": pl.Utf8, "date": pl.Date, "price": pl.Float64,
-                  "on_promo": pl.Int64}
-RESPONSE_FIELDS = {"units": pl.Float64, "model_version": pl.Utf8, "model_tag": pl.Utf8,
-                   "features_version": pl.Int64, "features_origin": pl.Date,
-                   "horizon": pl.Int64}
 
 logger = logging.getLogger(__name__)
 
@@ -58,34 +53,38 @@ def _utc_now() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
 
-def records(calls: Sequence[tuple[str, dt.datetime, float, Sequence[Any], Sequence[Any]]]
-            ) -> pl.DataFrame:
-    """One record per forecast of the calls (endpoint, time, latency, requests, forecasts): an
-    id (the call's uuid4 and the forecast's index in it), when, where, the request, the answer
-    and its versions, in the order ml_assets/monitoring/prediction_log.py reads them."""
-    per_call: dict[str, list[Any]] = {"prediction_id": [], "ts": [], "endpoint": [],
-                                      "latency_ms": []}
-    counts = []
-    calls = [call for call in calls if len(call[4])]  # a call with no forecast has no record
-    for endpoint, at, latency_ms, requests, forecasts in calls:
-        if len(requests) != len(forecasts):
-            raise ValueError(f"{len(requests)} requests against {len(forecasts)} forecasts")
-        counts.append(len(forecasts))
-        for name, value in (("prediction_id", uuid.uuid4().hex), ("ts", at.isoformat()),
-                            ("endpoint", endpoint), ("latency_ms", round(latency_ms, 3))):
-            per_call[name].append(value)
-    repeat = pl.Series(counts, dtype=pl.UInt32)
-    calls_frame = pl.DataFrame(per_call).select(pl.all().repeat_by(repeat).explode())
-    index = pl.int_range(pl.len()).over("prediction_id").cast(pl.Utf8)
-    columns = {name: pl.Series(name, [getattr(r, name) for _, _, _, rs, _ in calls for r in rs],
-                               dtype=dtype, strict=False)
-               for name, dtype in REQUEST_FIELDS.items()}
-    columns |= {name: pl.Series(name, [getattr(f, name) for *_, fs in calls for f in fs],
-                                dtype=dtype, strict=False)
-                for name, dtype in RESPONSE_FIELDS.items()}
-    return calls_frame.with_columns(prediction_id=pl.concat_str("prediction_id", pl.lit("-"),
-                                                                index), **columns).select(
-        "prediction_id", "ts", "endpoint", *REQUEST_FIELDS, *RESPONSE_FIELDS, "latency_ms")
+def _optional(value: float | int | None) -> str:
+    """A request's override: null, an int (on_promo) or a float (price), as JSON writes them."""
+    if value is None:
+        return "null"
+    return str(int(value)) if isinstance(value, int) else repr(float(value))
+
+
+def records(endpoint: str, at: dt.datetime, latency_ms: float, requests: Sequence[Any],
+            forecasts: Sequence[Any], text: dict[Any, str] | None = None) -> str:
+    """One JSON line per forecast: an id, when, where, the request, the answer and its versions,
+    in the order ml_assets/monitoring/prediction_log.py reads them. `text` memoizes the JSON of
+    strings and dates across the calls of a drain."""
+    memo = {} if text is None else text
+
+    def enc(value: Any) -> str:
+        out = memo.get(value)
+        if out is None:
+            plain = value.isoformat() if isinstance(value, dt.date) else value
+            out = memo[value] = json.dumps(plain)
+        return out
+
+    call = uuid.uuid4().hex
+    common = f'"ts":{json.dumps(at.isoformat())},"endpoint":{enc(endpoint)},'
+    tail = f',"latency_ms":{json.dumps(round(latency_ms, 3))}}}\n'
+    return "".join(
+        f'{{"prediction_id":"{call}-{i}",{common}'
+        f'"store_id":{enc(r.store_id)},"item_id":{enc(r.item_id)},"date":{enc(r.date)},'
+        f'"price":{_optional(r.price)},"on_promo":{_optional(r.on_promo)},'
+        f'"units":{float(f.units)!r},"model_version":{enc(f.model_version)},'
+        f'"model_tag":{enc(f.model_tag)},"features_version":{int(f.features_version)},'
+        f'"features_origin":{enc(f.features_origin)},"horizon":{int(f.horizon)}{tail}'
+        for i, (r, f) in enumerate(zip(requests, forecasts, strict=True)))
 
 
 class PredictionLog:
@@ -151,45 +150,28 @@ class PredictionLog:
                 return
 
     def _write(self, batch: list[tuple[Any, ...]]) -> None:
-        """Writes the calls drained from the queue, all at once; a call the records cannot be
-        built from is written alone, so that only its own records are dropped. Flushes once."""
-        try:
-            self._write_records(records(batch))
-        except Exception:  # the writer thread must survive anything a record or disk does
-            for call in batch if len(batch) > 1 else ():
-                try:
-                    self._write_records(records([call]))
-                except Exception:  # noqa: BLE001 - counted and logged below
-                    self._drop(len(call[4]))
-            if len(batch) == 1:
-                self._drop(len(batch[0][4]))
+        """Writes the calls drained from the queue (a file may rotate between two calls, so a
+        file exceeds max_bytes only when one call alone does), then flushes once."""
+        memo: dict[Any, str] = {}
+        for endpoint, at, latency_ms, requests, forecasts in batch:
+            try:
+                text = records(endpoint, at, latency_ms, requests, forecasts, memo)
+                if not text:
+                    continue
+                self._rotate_if_due(len(text))
+                assert self._file is not None
+                self._file.write(text)
+                self.written += len(forecasts)
+            except Exception:  # the writer thread must survive anything a record or disk does
+                self.dropped += len(forecasts)
+                logger.exception("prediction log: %d records could not be written to %s "
+                                 "(%d dropped so far)", len(forecasts), self.directory,
+                                 self.dropped)
         try:
             if self._file is not None:
                 self._file.flush()
         except OSError:
             logger.exception("prediction log: could not flush %s", self._path)
-
-    def _write_records(self, frame: pl.DataFrame) -> None:
-        """JSON lines into the current file; a file rotates between lines rather than grow past
-        max_bytes (unless one line alone is larger)."""
-        if frame.height == 0:
-            return
-        text = frame.write_ndjson()
-        size = len(text.encode())
-        self._rotate_if_due(size)
-        assert self._file is not None
-        if self._file.tell() + size > self.max_bytes:
-            for line in text.splitlines(keepends=True):
-                self._rotate_if_due(len(line.encode()))
-                self._file.write(line)
-        else:
-            self._file.write(text)
-        self.written += frame.height
-
-    def _drop(self, n: int) -> None:
-        self.dropped += n
-        logger.exception("prediction log: %d records could not be written to %s (%d dropped so "
-                         "far)", n, self.directory, self.dropped)
 
     def _rotate_if_due(self, incoming: int) -> None:
         hour = self.clock().strftime("%Y%m%dT%H")

@@ -170,3 +170,20 @@ def test_only_open_files_whose_hour_is_long_over_are_published(tmp_path: Path) -
     assert [p.name for p in published] == ["predictions-20250301T09-1-0001.jsonl"]
     assert [p.name for p in closed_files(tmp_path)] == ["predictions-20250301T09-1-0001.jsonl"]
     assert len(open_files(tmp_path)) == 2
+
+
+def test_lines_escape_ids_and_write_numbers_as_json_does(tmp_path: Path) -> None:
+    """Each line is formatted directly, not by json.dumps per record: ids with quotes,
+    backslashes and non-ASCII text stay valid JSON, and numbers keep their types."""
+    log = PredictionLog(tmp_path, clock=Clock(T0))
+    request, forecast = _pair(0, price=2.25)
+    request.store_id, request.item_id = 'S"1\\', "Müsli 500g"
+    forecast.units, forecast.horizon = 3, 7  # an int where a float is declared
+    log.append("forecast", [request], [forecast], latency_ms=0.123456)
+    log.close()
+    frame, bad = read_log_files(closed_files(tmp_path))
+    assert bad == []
+    row = frame.row(0, named=True)
+    assert (row["store_id"], row["item_id"]) == ('S"1\\', "Müsli 500g")
+    assert (row["price"], row["on_promo"], row["units"], row["horizon"]) == (2.25, 1, 3.0, 7)
+    assert row["latency_ms"] == 0.123
